@@ -1,0 +1,7 @@
+"""Storage of the archive domain."""
+
+from __future__ import annotations
+
+
+class ArchiveMixin:
+    pass

@@ -1,0 +1,323 @@
+"""Storage of sources, articles, clusters, the fetch log and the HTTP cache (the ingestion domain)."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Iterable
+
+from .. import dedupe
+from ..types import Article, Source
+
+if TYPE_CHECKING:
+    from . import Store
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """What the store remembers of a source between passes."""
+
+    id: str
+    current_url: str
+    enabled: bool
+    disabled_reason: str | None
+    consecutive_failures: int
+    failing_since: datetime | None
+    next_attempt_at: datetime | None
+    last_ok_at: datetime | None
+    last_error: str | None
+    last_reason: str | None
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    etag: str | None
+    last_modified: str | None
+
+
+@dataclass(frozen=True)
+class FetchLog:
+    source_id: str
+    url: str
+    started_at: datetime
+    duration_ms: int
+    status: int | None = None
+    bytes: int = 0
+    new_count: int = 0
+    updated_count: int = 0
+    reason: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    new_ids: tuple[int, ...]
+    updated_ids: tuple[int, ...]
+
+
+class ArticlesMixin:
+    # -- sources ------------------------------------------------------------------------------------
+
+    def sync_sources(self: "Store", sources: Iterable[Source]) -> None:
+        """Insert new sources and refresh name/type/url of known ones; their state is kept.
+
+        A source whose configured URL changed is fetched from the new URL (staff fixed it); one whose
+        URL is unchanged keeps the URL a permanent redirect gave it.
+        """
+        from . import iso, utcnow
+
+        now = iso(utcnow())
+        with self.transaction():
+            for s in sources:
+                row = self.conn.execute("SELECT url, enabled, disabled_reason FROM sources WHERE id = ?",
+                                        (s.id,)).fetchone()
+                if row is None:
+                    self.conn.execute(
+                        "INSERT INTO sources (id, name, type, url, current_url, enabled, disabled_reason, "
+                        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (s.id, s.name, s.type, s.url, s.url, int(s.enabled),
+                         None if s.enabled else "disabled in sources.yaml", now, now),
+                    )
+                    continue
+                gone = (row["disabled_reason"] or "").startswith("410")
+                url_changed = row["url"] != s.url
+                enabled = s.enabled and (not gone or url_changed)
+                reason = None if enabled else ("disabled in sources.yaml" if not s.enabled else row["disabled_reason"])
+                self.conn.execute(
+                    "UPDATE sources SET name = ?, type = ?, url = ?, enabled = ?, disabled_reason = ?, "
+                    "current_url = CASE WHEN ? THEN ? ELSE current_url END, updated_at = ? WHERE id = ?",
+                    (s.name, s.type, s.url, int(enabled), reason, int(url_changed), s.url, now, s.id),
+                )
+
+    def source_state(self: "Store", source_id: str) -> SourceState | None:
+        from . import parse_iso
+
+        row = self.conn.execute("SELECT * FROM sources WHERE id = ?", (source_id,)).fetchone()
+        if row is None:
+            return None
+        return SourceState(
+            id=row["id"], current_url=row["current_url"], enabled=bool(row["enabled"]),
+            disabled_reason=row["disabled_reason"], consecutive_failures=row["consecutive_failures"],
+            failing_since=parse_iso(row["failing_since"]), next_attempt_at=parse_iso(row["next_attempt_at"]),
+            last_ok_at=parse_iso(row["last_ok_at"]), last_error=row["last_error"], last_reason=row["last_reason"],
+        )
+
+    def _mark_source_ok(self: "Store", source_id: str, at: datetime, new: int, title: str | None,
+                        moved_to: str | None) -> None:
+        from . import iso
+
+        self.conn.execute(
+            "UPDATE sources SET last_attempt_at = ?, last_ok_at = ?, failing_since = NULL, "
+            "consecutive_failures = 0, last_error = NULL, last_reason = NULL, next_attempt_at = NULL, "
+            "last_new_at = CASE WHEN ? > 0 THEN ? ELSE last_new_at END, "
+            "title = COALESCE(?, title), current_url = COALESCE(?, current_url), updated_at = ? WHERE id = ?",
+            (iso(at), iso(at), new, iso(at), title, moved_to, iso(at), source_id),
+        )
+
+    def record_failure(self: "Store", log: FetchLog, next_attempt_at: datetime | None,
+                       disable: str | None = None) -> None:
+        """Keep the failure on the source row (reason, since when, next attempt) and in the fetch log."""
+        from . import iso
+
+        with self.transaction():
+            self._insert_log(log)
+            self.conn.execute(
+                "UPDATE sources SET last_attempt_at = ?, failing_since = COALESCE(failing_since, ?), "
+                "consecutive_failures = consecutive_failures + 1, last_error = ?, last_reason = ?, "
+                "next_attempt_at = ?, enabled = CASE WHEN ? IS NULL THEN enabled ELSE 0 END, "
+                "disabled_reason = COALESCE(?, disabled_reason), updated_at = ? WHERE id = ?",
+                (iso(log.started_at), iso(log.started_at), log.error, log.reason, iso(next_attempt_at),
+                 disable, disable, iso(log.started_at), log.source_id),
+            )
+
+    def record_not_modified(self: "Store", log: FetchLog) -> None:
+        with self.transaction():
+            self._insert_log(log)
+            self._mark_source_ok(log.source_id, log.started_at, 0, None, None)
+
+    def _insert_log(self: "Store", log: FetchLog) -> None:
+        from . import iso
+
+        self.conn.execute(
+            "INSERT INTO fetch_log (source_id, url, started_at, duration_ms, status, bytes, new_count, "
+            "updated_count, reason, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (log.source_id, log.url, iso(log.started_at), log.duration_ms, log.status, log.bytes,
+             log.new_count, log.updated_count, log.reason, log.error),
+        )
+
+    # -- HTTP cache ---------------------------------------------------------------------------------
+
+    def cache_get(self: "Store", url: str) -> CacheEntry | None:
+        row = self.conn.execute("SELECT etag, last_modified FROM http_cache WHERE url = ?", (url,)).fetchone()
+        return CacheEntry(row["etag"], row["last_modified"]) if row else None
+
+    def cache_get_many(self: "Store", urls: Iterable[str]) -> dict[str, CacheEntry]:
+        urls = list(urls)
+        out: dict[str, CacheEntry] = {}
+        for i in range(0, len(urls), 500):
+            chunk = urls[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.conn.execute(
+                f"SELECT url, etag, last_modified FROM http_cache WHERE url IN ({marks})", chunk
+            ):
+                out[row["url"]] = CacheEntry(row["etag"], row["last_modified"])
+        return out
+
+    def _cache_put(self: "Store", url: str, etag: str | None, last_modified: str | None, at: datetime) -> None:
+        from . import iso
+
+        if etag is None and last_modified is None:
+            self.conn.execute("DELETE FROM http_cache WHERE url = ?", (url,))
+            return
+        self.conn.execute(
+            "INSERT INTO http_cache (url, etag, last_modified, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(url) DO UPDATE SET etag = excluded.etag, last_modified = excluded.last_modified, "
+            "updated_at = excluded.updated_at",
+            (url, etag, last_modified, iso(at)),
+        )
+
+    # -- articles -----------------------------------------------------------------------------------
+
+    def known_urls(self: "Store", urls: Iterable[str]) -> set[str]:
+        """Which of these URLs already belong to an article (so their page need not be fetched again)."""
+        urls = list(urls)
+        found: set[str] = set()
+        for i in range(0, len(urls), 500):
+            chunk = urls[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.conn.execute(
+                f"SELECT url FROM article_urls WHERE url IN ({marks})", chunk))
+        return found
+
+    def known_guids(self: "Store", source_id: str, guids: Iterable[str]) -> set[str]:
+        guids = [g for g in guids if g]
+        found: set[str] = set()
+        for i in range(0, len(guids), 500):
+            chunk = guids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.conn.execute(
+                f"SELECT guid FROM articles WHERE source_id = ? AND guid IN ({marks})", [source_id, *chunk]))
+        return found
+
+    def save_source_batch(
+        self: "Store",
+        source_id: str,
+        articles: list[Article],
+        log: FetchLog,
+        cache: list[tuple[str, str | None, str | None]],
+        title: str | None = None,
+        moved_to: str | None = None,
+    ) -> SaveResult:
+        """Store one source's pass in a single transaction: articles, URLs, clusters, log, cache, state.
+
+        A process killed before COMMIT leaves nothing of this batch, and the cache is written in the
+        same transaction, so the next pass refetches instead of taking a 304 for lost work.
+        """
+        with self.transaction():
+            new_ids: list[int] = []
+            updated_ids: list[int] = []
+            for article in articles:
+                article_id, status = self._upsert_article(article)
+                if status == "new":
+                    new_ids.append(article_id)
+                elif status == "updated":
+                    updated_ids.append(article_id)
+            for url, etag, last_modified in cache:
+                self._cache_put(url, etag, last_modified, log.started_at)
+            final_log = FetchLog(**{**log.__dict__, "new_count": len(new_ids), "updated_count": len(updated_ids)})
+            self._insert_log(final_log)
+            self._mark_source_ok(source_id, log.started_at, len(new_ids), title, moved_to)
+        return SaveResult(tuple(new_ids), tuple(updated_ids))
+
+    def _find_article(self: "Store", article: Article) -> sqlite3.Row | None:
+        if article.guid:
+            row = self.conn.execute("SELECT * FROM articles WHERE source_id = ? AND guid = ?",
+                                    (article.source_id, article.guid)).fetchone()
+            if row:
+                return row
+        urls = list(dict.fromkeys([article.canonical_url, *article.urls]))
+        marks = ",".join("?" * len(urls))
+        return self.conn.execute(
+            f"SELECT a.* FROM article_urls u JOIN articles a ON a.id = u.article_id WHERE u.url IN ({marks}) "
+            "LIMIT 1", urls).fetchone()
+
+    def _upsert_article(self: "Store", article: Article) -> tuple[int, str]:
+        from . import iso
+
+        existing = self._find_article(article)
+        urls = list(dict.fromkeys([article.canonical_url, article.url, *article.urls]))
+        if existing is not None:
+            article_id = existing["id"]
+            changed = (
+                existing["title"] != article.title
+                or existing["text"] != article.text
+                or existing["summary"] != article.summary
+            ) and existing["source_id"] == article.source_id
+            if changed:
+                self.conn.execute(
+                    "UPDATE articles SET title = ?, text = ?, summary = ?, author = COALESCE(?, author), "
+                    "lang = COALESCE(?, lang), text_source = ?, simhash = ?, updated_at = ? WHERE id = ?",
+                    (article.title, article.text, article.summary, article.author, article.lang,
+                     article.text_source, article.simhash, iso(article.fetched_at), article_id),
+                )
+                self.conn.execute("DELETE FROM simhash_bands WHERE article_id = ?", (article_id,))
+                self._insert_bands(article_id, article.simhash)
+            self._add_urls(article_id, urls)
+            return article_id, "updated" if changed else "same"
+        clash = self.conn.execute("SELECT id FROM articles WHERE canonical_url = ?",
+                                  (article.canonical_url,)).fetchone()
+        if clash is not None:  # same canonical URL under another guid: one article, several guids
+            self._add_urls(clash["id"], urls)
+            return clash["id"], "same"
+        cluster_id = self._find_cluster(article.simhash)
+        if cluster_id is None:
+            cluster_id = self.conn.execute("INSERT INTO clusters (created_at) VALUES (?)",
+                                           (iso(article.fetched_at),)).lastrowid
+        article_id = self.conn.execute(
+            "INSERT INTO articles (source_id, guid, url, canonical_url, title, author, summary, text, "
+            "text_source, lang, published_at, date_is_fallback, fetched_at, updated_at, cluster_id, simhash) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (article.source_id, article.guid, article.url, article.canonical_url, article.title,
+             article.author, article.summary, article.text, article.text_source, article.lang,
+             iso(article.published_at), int(article.date_is_fallback), iso(article.fetched_at),
+             iso(article.fetched_at), cluster_id, article.simhash),
+        ).lastrowid
+        self._add_urls(article_id, urls)
+        self._insert_bands(article_id, article.simhash)
+        return article_id, "new"
+
+    def _add_urls(self: "Store", article_id: int, urls: list[str]) -> None:
+        self.conn.executemany("INSERT OR IGNORE INTO article_urls (url, article_id) VALUES (?, ?)",
+                              [(u, article_id) for u in urls if u])
+
+    def _insert_bands(self: "Store", article_id: int, simhash: int) -> None:
+        if simhash:
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO simhash_bands (band, value, article_id) VALUES (?, ?, ?)",
+                [(band, value, article_id) for band, value in enumerate(dedupe.bands(simhash))],
+            )
+
+    def _find_cluster(self: "Store", simhash: int) -> int | None:
+        if not simhash:
+            return None
+        best: tuple[int, int] | None = None
+        for band, value in enumerate(dedupe.bands(simhash)):
+            for row in self.conn.execute(
+                "SELECT a.simhash, a.cluster_id FROM simhash_bands b JOIN articles a ON a.id = b.article_id "
+                "WHERE b.band = ? AND b.value = ?", (band, value)
+            ):
+                distance = dedupe.hamming(simhash, row[0])
+                if distance <= dedupe.NEAR_DUPLICATE_BITS and (best is None or distance < best[0]):
+                    best = (distance, row[1])
+        return best[1] if best else None
+
+    def article_count(self: "Store") -> int:
+        return self.conn.execute("SELECT count(*) FROM articles").fetchone()[0]
+
+    def prune_fetch_log(self: "Store", older_than: timedelta) -> int:
+        from . import iso, utcnow
+
+        with self.transaction():
+            return self.conn.execute("DELETE FROM fetch_log WHERE started_at < ?",
+                                     (iso(utcnow() - older_than),)).rowcount

@@ -1,0 +1,7 @@
+"""Storage of the topics domain."""
+
+from __future__ import annotations
+
+
+class TopicsMixin:
+    pass
