@@ -391,7 +391,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("silent_days", 14, _int_range(1, 3650), "Days without a new article before a source is reported."),
 )
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
-_ENV_NAMES = {"smtp_host", "smtp_port", "smtp_user", "smtp_password", "smtp_tls"}
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Iterable
 
 from .. import dedupe
-from ..types import Article, Source
+from ..types import Article, Entry, Source
 
 if TYPE_CHECKING:
     from . import Store
@@ -155,8 +155,7 @@ class ArticlesMixin:
     def cache_get_many(self: "Store", urls: Iterable[str]) -> dict[str, CacheEntry]:
         urls = list(urls)
         out: dict[str, CacheEntry] = {}
-        for i in range(0, len(urls), 500):
-            chunk = urls[i:i + 500]
+        for chunk in _chunks(urls):
             marks = ",".join("?" * len(chunk))
             for row in self.conn.execute(
                 f"SELECT url, etag, last_modified FROM http_cache WHERE url IN ({marks})", chunk
@@ -179,26 +178,37 @@ class ArticlesMixin:
 
     # -- articles -----------------------------------------------------------------------------------
 
-    def known_urls(self: "Store", urls: Iterable[str]) -> set[str]:
-        """Which of these URLs already belong to an article (so their page need not be fetched again)."""
-        urls = list(urls)
-        found: set[str] = set()
-        for i in range(0, len(urls), 500):
-            chunk = urls[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self.conn.execute(
-                f"SELECT url FROM article_urls WHERE url IN ({marks})", chunk))
-        return found
+    def known_entries(self: "Store", source_id: str, entries: Iterable[Entry]) -> dict[str, str]:
+        """Stored title of each entry already in the archive, keyed by `entry.guid or entry.url`.
 
-    def known_guids(self: "Store", source_id: str, guids: Iterable[str]) -> set[str]:
-        guids = [g for g in guids if g]
-        found: set[str] = set()
-        for i in range(0, len(guids), 500):
-            chunk = guids[i:i + 500]
+        An entry is known by its guid within the source, or by its link (raw or canonical) anywhere, so
+        the same article in two feeds is stored once.
+        """
+        entries = list(entries)
+        by_guid: dict[str, str] = {}
+        guids = [e.guid for e in entries if e.guid]
+        for chunk in _chunks(guids):
             marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self.conn.execute(
-                f"SELECT guid FROM articles WHERE source_id = ? AND guid IN ({marks})", [source_id, *chunk]))
-        return found
+            for row in self.conn.execute(
+                f"SELECT guid, title FROM articles WHERE source_id = ? AND guid IN ({marks})", [source_id, *chunk]
+            ):
+                by_guid[row[0]] = row[1]
+        urls = [u for e in entries for u in (e.url, dedupe.canonical_url(e.url))]
+        by_url: dict[str, str] = {}
+        for chunk in _chunks(urls):
+            marks = ",".join("?" * len(chunk))
+            for row in self.conn.execute(
+                f"SELECT u.url, a.title FROM article_urls u JOIN articles a ON a.id = u.article_id "
+                f"WHERE u.url IN ({marks})", chunk
+            ):
+                by_url[row[0]] = row[1]
+        known: dict[str, str] = {}
+        for e in entries:
+            title = (by_guid.get(e.guid) if e.guid else None) or by_url.get(e.url) \
+                or by_url.get(dedupe.canonical_url(e.url))
+            if title is not None:
+                known[e.guid or e.url] = title
+        return known
 
     def save_source_batch(
         self: "Store",
@@ -321,3 +331,9 @@ class ArticlesMixin:
         with self.transaction():
             return self.conn.execute("DELETE FROM fetch_log WHERE started_at < ?",
                                      (iso(utcnow() - older_than),)).rowcount
+
+
+def _chunks(items: list, size: int = 500) -> Iterable[list]:
+    """SQLite caps bound parameters per statement; IN (...) lists are sent in slices."""
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

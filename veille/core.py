@@ -1,0 +1,436 @@
+"""The library facade: `Watch` ties the stages together (fetch -> parse -> extract -> dedupe -> store -> tag).
+
+The CLI, the scheduler, the demo and the tests all drive veille through this object, so a behaviour
+tested here is the behaviour users get. One source's failure is recorded on its row and in the fetch log;
+it never stops the pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+from .config import Settings, load_settings, load_sources
+from .errors import ConfigError, ExtractError, FetchError, ParseError, SourceError, StoreError
+from .store import Store, utcnow
+from .store.articles import FetchLog
+from .types import Article, Entry, Extracted, PassResult, Response, Source, SourceResult
+
+if TYPE_CHECKING:
+    from .tag import Topic
+
+log = logging.getLogger("veille")
+
+MAX_SITEMAP_CHILDREN = 20
+MAX_PAGES_PER_SOURCE = 100
+"""New article pages fetched per source and pass: a new 5,000-URL sitemap is drained over several passes."""
+
+
+class _InlineExecutor(Executor):
+    """Runs work in the calling process: for `workers: 1`, tests and debugging."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any):  # type: ignore[override]
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting caller
+            future.set_exception(e)
+        return future
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    """`veille extract` output for one input: the article exactly as `veille fetch` would store it."""
+
+    input: str
+    article: Article | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceCheck:
+    """`veille sources check` output for one source."""
+
+    source_id: str
+    url: str
+    ok: bool
+    title: str | None = None
+    entries: int = 0
+    last_modified: datetime | None = None
+    final_url: str | None = None
+    warnings: tuple[str, ...] = ()
+    error: str | None = None
+    hint: str | None = None
+    reason: str | None = None
+
+
+class Watch:
+    """A press watch over one database and its configuration files."""
+
+    def __init__(
+        self,
+        db: str | Path = "veille.db",
+        sources: str | Path = "sources.yaml",
+        topics: str | Path = "topics.yaml",
+        config: str | Path | None = "veille.yaml",
+        readonly: bool = False,
+        settings: Settings | None = None,
+    ) -> None:
+        self.db_path = Path(db)
+        self.sources_path = Path(sources)
+        self.topics_path = Path(topics)
+        self.config_path = Path(config) if config else None
+        self.readonly = readonly
+        self._settings = settings
+        self._store: Store | None = None
+        self._sources: list[Source] | None = None
+        self._topics: list[Topic] | None = None
+        self._tagger: Any = None
+        self._pool: Executor | None = None
+
+    # -- configuration ------------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+        return self._settings
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store.open(self.db_path, readonly=self.readonly)
+        return self._store
+
+    def load_sources(self) -> list[Source]:
+        if self._sources is None:
+            self._sources = load_sources(self.sources_path)
+        return self._sources
+
+    def load_topics(self) -> list["Topic"]:
+        if self._topics is None:
+            from .tag import load_topics
+
+            self._topics = load_topics(self.topics_path) if self.topics_path.exists() else []
+        return self._topics
+
+    def reload(self) -> None:
+        """Re-read every configuration file; on an invalid one keep the previous configuration and raise."""
+        settings = load_settings(self.config_path)
+        sources = load_sources(self.sources_path)
+        from .tag import load_topics
+
+        topics = load_topics(self.topics_path) if self.topics_path.exists() else []
+        self._settings, self._sources, self._topics, self._tagger = settings, sources, topics, None
+
+    @property
+    def tagger(self) -> Any:
+        if self._tagger is None:
+            from .tag import Tagger
+
+            self._tagger = Tagger(self.load_topics())
+        return self._tagger
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> "Watch":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def pool(self) -> Executor:
+        """Processes for CPU-bound parsing and extraction, so they never stall the fetching loop."""
+        if self._pool is None:
+            workers = self.settings.workers or os.cpu_count() or 1
+            self._pool = _InlineExecutor() if workers == 1 else ProcessPoolExecutor(max_workers=workers)
+        return self._pool
+
+    # -- topics -------------------------------------------------------------------------------------
+
+    def sync_topics(self) -> list[str]:
+        """Store the current topics and re-tag the archive for those whose rule changed."""
+        from . import tag
+
+        topics = self.load_topics()
+        changed = tag.sync_topics(self.store, topics)
+        if changed:
+            tag.retag(self.store, topics, changed)
+        return changed
+
+    def retag(self, topic_ids: Sequence[str] | None = None) -> Any:
+        from . import tag
+
+        topics = self.load_topics()
+        known = {t.id for t in topics}
+        for topic_id in topic_ids or ():
+            if topic_id not in known:
+                raise ConfigError(str(self.topics_path), None, topic_id, "unknown topic id",
+                                  "see `veille topics list`")
+        tag.sync_topics(self.store, topics)
+        return tag.retag(self.store, topics, list(topic_ids) if topic_ids else None)
+
+    def _tag(self, article_ids: Iterable[int]) -> None:
+        ids = list(article_ids)
+        if ids and self.load_topics():
+            from . import tag
+
+            tag.tag_articles(self.store, self.tagger, ids)
+
+    # -- fetching -----------------------------------------------------------------------------------
+
+    def select_sources(self, source_ids: Sequence[str] | None) -> list[Source]:
+        sources = self.load_sources()
+        if not source_ids:
+            return sources
+        by_id = {s.id: s for s in sources}
+        unknown = [i for i in source_ids if i not in by_id]
+        if unknown:
+            raise ConfigError(str(self.sources_path), None, unknown[0], "unknown source id",
+                              "see `veille sources list`")
+        return [by_id[i] for i in dict.fromkeys(source_ids)]
+
+    def fetch(
+        self,
+        source_ids: Sequence[str] | None = None,
+        *,
+        full_text: bool | None = None,
+        progress: Callable[[SourceResult], None] | None = None,
+        respect_backoff: bool = False,
+    ) -> PassResult:
+        """One pass over the sources (all, or those named). See `fetch_async`."""
+        return asyncio.run(self.fetch_async(source_ids, full_text=full_text, progress=progress,
+                                            respect_backoff=respect_backoff))
+
+    async def fetch_async(
+        self,
+        source_ids: Sequence[str] | None = None,
+        *,
+        full_text: bool | None = None,
+        progress: Callable[[SourceResult], None] | None = None,
+        respect_backoff: bool = False,
+    ) -> PassResult:
+        """Fetch, parse, extract, store and tag; each source's batch lands in one transaction.
+
+        `full_text=False` overrides every source's `full_text` (the `--no-full-text` flag);
+        `respect_backoff` skips sources whose next attempt is not due yet (the scheduler sets it;
+        a manual `veille fetch` tries every source).
+        """
+        from .fetch import Fetcher
+
+        started = utcnow()
+        sources = self.select_sources(source_ids)
+        self.store.sync_sources(self.load_sources())
+        if self.topics_path.exists():
+            self.sync_topics()
+        async with Fetcher(self.settings) as fetcher:
+            tasks = [self._fetch_source(fetcher, s, full_text, respect_backoff) for s in sources]
+            results = []
+            for coro in asyncio.as_completed(tasks):
+                result = await coro
+                results.append(result)
+                if progress:
+                    progress(result)
+        order = {s.id: i for i, s in enumerate(sources)}
+        results.sort(key=lambda r: order[r.source_id])
+        return PassResult(started_at=started, finished_at=utcnow(), sources=tuple(results))
+
+    async def _fetch_source(self, fetcher: Any, source: Source, full_text: bool | None,
+                            respect_backoff: bool) -> SourceResult:
+        t0 = time.monotonic()
+        started = utcnow()
+        state = self.store.source_state(source.id)
+        assert state is not None
+        url = state.current_url
+        if not state.enabled:
+            return SourceResult(source.id, url, "disabled", error=state.disabled_reason)
+        if respect_backoff and state.next_attempt_at and state.next_attempt_at > started:
+            return SourceResult(source.id, url, "skipped", error=state.last_error, reason="backoff")
+        cache = self.store.cache_get(url)
+        response: Response | None = None
+        try:
+            response = await fetcher.fetch(
+                url, source_id=source.id, etag=cache.etag if cache else None,
+                last_modified=cache.last_modified if cache else None, allow_private=source.allow_private,
+            )
+            if response.not_modified:
+                self.store.record_not_modified(FetchLog(
+                    source.id, url, started, _ms(t0), status=304, bytes=0))
+                return SourceResult(source.id, url, "not_modified", duration=time.monotonic() - t0)
+            parsed = await self._parse(source, response)
+            entries = list(parsed.entries)
+            for child in parsed.children[:MAX_SITEMAP_CHILDREN]:
+                child_response = await fetcher.fetch(child, source_id=source.id, allow_private=source.allow_private)
+                entries.extend((await self._parse(source, child_response)).entries)
+            for warning in parsed.warnings:
+                log.warning("source %s <%s>: %s", source.id, url, warning)
+            want_pages = source.full_text if full_text is None else (full_text and source.full_text)
+            articles = await self._articles(fetcher, source, entries, want_pages, started)
+            saved = self.store.save_source_batch(
+                source.id, articles,
+                FetchLog(source.id, url, started, _ms(t0), status=response.status, bytes=len(response.content)),
+                cache=[(url, response.etag, response.last_modified)] + (
+                    [(response.permanent_redirect, response.etag, response.last_modified)]
+                    if response.permanent_redirect else []),
+                title=parsed.title, moved_to=response.permanent_redirect,
+            )
+            self._tag([*saved.new_ids, *saved.updated_ids])
+            return SourceResult(source.id, url, "ok", new=len(saved.new_ids), updated=len(saved.updated_ids),
+                                entries=len(entries), duration=time.monotonic() - t0)
+        except SourceError as e:
+            return self._failed(source, url, e, started, t0, response)
+        except StoreError:
+            raise
+        except Exception as e:  # a bug or an unexpected library error must not stop the other sources
+            log.exception("source %s <%s>: unexpected error", source.id, url)
+            wrapped = SourceError(source.id, url, f"unexpected error: {type(e).__name__}: {e}",
+                                  "this is a bug in veille: please report it with the fetch log")
+            return self._failed(source, url, wrapped, started, t0, response)
+
+    def _failed(self, source: Source, url: str, error: SourceError, started: datetime, t0: float,
+                response: Response | None) -> SourceResult:
+        from .fetch import next_attempt
+
+        state = self.store.source_state(source.id)
+        failures = (state.consecutive_failures if state else 0) + 1
+        reason = getattr(error, "reason", None) or _reason_of(error)
+        retry_after = getattr(error, "retry_after", None)
+        disable = None
+        if reason == "gone":
+            disable = f"410 Gone at {url}: the publisher removed this feed; find its new URL and update sources.yaml"
+        self.store.record_failure(
+            FetchLog(source.id, url, started, _ms(t0), status=getattr(error, "status", None) or
+                     (response.status if response else None), bytes=len(response.content) if response else 0,
+                     reason=reason, error=str(error)),
+            next_attempt_at=None if disable else next_attempt(failures, started, self.settings, retry_after),
+            disable=disable,
+        )
+        log.warning("%s", error)
+        return SourceResult(source.id, url, "failed", error=error.message, reason=reason,
+                            hint=error.hint or None, duration=time.monotonic() - t0)
+
+    async def _parse(self, source: Source, response: Response) -> Any:
+        from .parse import parse_document
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.pool(), parse_document, source.id, source.type, response.content, response.url,
+            response.charset, source.link_selector,
+        )
+
+    async def _articles(self, fetcher: Any, source: Source, entries: list[Entry], want_pages: bool,
+                        fetched_at: datetime) -> list[Article]:
+        """Turn the entries that are new (or changed) into articles, fetching and extracting their pages."""
+        from .extract import build_article
+
+        fresh = self._fresh_entries(source, entries)
+        if not want_pages:
+            return [build_article(e, None, fetched_at) for e in fresh]
+        fresh = fresh[:MAX_PAGES_PER_SOURCE]
+        pages = await asyncio.gather(*(self._page(fetcher, source, e) for e in fresh))
+        return [build_article(e, extracted, fetched_at, final_url) for e, (extracted, final_url) in zip(fresh, pages)]
+
+    def _fresh_entries(self, source: Source, entries: list[Entry]) -> list[Entry]:
+        """Entries not stored yet, or whose feed title changed; unchanged ones cost nothing more."""
+        unique: dict[str, Entry] = {}
+        for entry in entries:
+            unique.setdefault(entry.guid or entry.url, entry)
+        known = self.store.known_entries(source.id, list(unique.values()))
+        return [e for e in unique.values() if known.get(e.guid or e.url) != e.title]
+
+    async def _page(self, fetcher: Any, source: Source, entry: Entry) -> tuple[Extracted | None, str | None]:
+        from .extract import extract_page
+
+        try:
+            response = await fetcher.fetch(entry.url, source_id=source.id, robots=True,
+                                           allow_private=source.allow_private)
+            loop = asyncio.get_running_loop()
+            extracted = await loop.run_in_executor(self.pool(), extract_page, response.content, response.url,
+                                                   response.charset)
+            return extracted, response.url
+        except (FetchError, ExtractError, ParseError) as e:
+            log.info("source %s: keeping the feed's text for <%s>: %s", source.id, entry.url, e)
+            return None, None
+
+    # -- probing sources -----------------------------------------------------------------------------
+
+    def check_sources(self, source_ids: Sequence[str] | None = None) -> list[SourceCheck]:
+        """Fetch and parse each source without storing anything: what `veille sources check` shows."""
+        return asyncio.run(self._check_async(self.select_sources(source_ids)))
+
+    async def _check_async(self, sources: list[Source]) -> list[SourceCheck]:
+        from .fetch import Fetcher
+
+        async def probe(fetcher: Any, source: Source) -> SourceCheck:
+            try:
+                response = await fetcher.fetch(source.url, source_id=source.id, allow_private=source.allow_private)
+                parsed = await self._parse(source, response)
+                return SourceCheck(source.id, source.url, True, parsed.title, len(parsed.entries),
+                                   parsed.last_modified, final_url=response.url,
+                                   warnings=tuple(parsed.warnings))
+            except SourceError as e:
+                return SourceCheck(source.id, source.url, False, error=e.message, hint=e.hint or None,
+                                   reason=getattr(e, "reason", None) or _reason_of(e))
+
+        async with Fetcher(self.settings) as fetcher:
+            return list(await asyncio.gather(*(probe(fetcher, s) for s in sources)))
+
+    # -- extraction for debugging -------------------------------------------------------------------
+
+    def extract(self, inputs: Sequence[str]) -> list[ExtractResult]:
+        """What the extractor keeps from pages (files or URLs), through the very path `fetch` uses."""
+        return asyncio.run(self._extract_async(inputs))
+
+    async def _extract_async(self, inputs: Sequence[str]) -> list[ExtractResult]:
+        from .extract import build_article, extract_page
+        from .fetch import Fetcher
+
+        results: list[ExtractResult] = []
+        now = utcnow()
+        async with Fetcher(self.settings) as fetcher:
+            for item in inputs:
+                try:
+                    if item.startswith(("http://", "https://")):
+                        response = await fetcher.fetch(item, robots=True)
+                        content, url, charset = response.content, response.url, response.charset
+                    else:
+                        path = Path(item)
+                        try:
+                            content = path.read_bytes()
+                        except OSError as e:
+                            raise ExtractError(None, item, f"cannot read the file: {e.strerror}") from e
+                        url, charset = path.resolve().as_uri(), None
+                    loop = asyncio.get_running_loop()
+                    extracted = await loop.run_in_executor(self.pool(), extract_page, content, url, charset)
+                    entry = Entry(source_id="extract", url=url)
+                    results.append(ExtractResult(item, build_article(entry, extracted, now, url)))
+                except SourceError as e:
+                    results.append(ExtractResult(item, None, str(e)))
+        return results
+
+
+def _ms(t0: float) -> int:
+    return int((time.monotonic() - t0) * 1000)
+
+
+def _reason_of(error: SourceError) -> str:
+    if isinstance(error, ParseError):
+        return "bad_content"
+    if isinstance(error, ExtractError):
+        return "extraction"
+    return "error"
