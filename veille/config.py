@@ -337,12 +337,9 @@ def _opt_str(value: Any) -> str | None:
 
 
 def _cron(value: Any) -> str:
-    from apscheduler.triggers.cron import CronTrigger
+    from .schedule import cron_trigger  # crontab syntax (5 fields, or 6 with seconds first) lives there
 
-    try:
-        CronTrigger.from_crontab(str(value))
-    except ValueError as e:
-        raise ValueError(f"{value!r} is not a crontab expression (minute hour day month weekday): {e}") from None
+    cron_trigger(str(value))
     return str(value)
 
 
@@ -365,9 +362,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_backoff", "1d", parse_duration, "Longest wait between two attempts at a failing source."),
     Setting("workers", 0, _int_range(0, 64), "Processes for parsing and extraction (0: one per core)."),
     # digests and mail
-    Setting("digest_cron", "30 7 * * mon", _cron, "When the weekly digest is built and sent (Europe/Paris)."),
+    Setting("digest_cron", "30 7 * * mon", _cron,
+            "When the weekly digest is built and sent (Europe/Paris; crontab, or 6 fields with seconds first)."),
     Setting("digest_grace", "2d", parse_duration, "After downtime, a missed digest is still sent within this delay."),
     Setting("section_cap", 8, _int_range(1, 200), "Articles per topic section in an email."),
+    Setting("digest_title", "Veille territoires numériques", _nonempty_str,
+            "Title of the digest, first words of its email subject."),
     Setting("organisation", "Association des territoires numériques", _nonempty_str,
             "Name shown as the sender organisation."),
     Setting("mail_from", "veille@localhost", _nonempty_str, "From address of digests."),
@@ -389,6 +389,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("fetch_log_retention", "90d", parse_duration, "Fetch log rows older than this are pruned."),
     Setting("failing_threshold", 5, _int_range(1, 1000), "Failed attempts before a source is reported to staff."),
     Setting("silent_days", 14, _int_range(1, 3650), "Days without a new article before a source is reported."),
+    Setting("maintenance_cron", "15 3 * * *", _cron, "When the daily backup, optimize and log pruning run."),
+    Setting("staff_report_cron", "0 8 * * mon", _cron, "When the weekly staff report is sent (Europe/Paris)."),
 )
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -410,6 +412,7 @@ class Settings:
     digest_cron: str
     digest_grace: timedelta
     section_cap: int
+    digest_title: str
     organisation: str
     mail_from: str
     reply_to: str | None
@@ -428,6 +431,8 @@ class Settings:
     fetch_log_retention: timedelta
     failing_threshold: int
     silent_days: int
+    maintenance_cron: str
+    staff_report_cron: str
 
     def replace(self, **changes: Any) -> "Settings":
         from dataclasses import replace

@@ -81,6 +81,8 @@ def _register() -> None:
     import pkgutil
 
     for module in pkgutil.iter_modules(__path__):
+        if module.name.startswith("_"):
+            continue
         importlib.import_module(f"{__name__}.{module.name}")
 
 

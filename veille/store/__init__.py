@@ -18,7 +18,9 @@ import sqlite_utils
 from ..errors import StoreError
 from .articles import ArticlesMixin
 from .archive import ArchiveMixin
+from .digests import DigestsMixin
 from .members import MembersMixin
+from .ops import OpsMixin
 from .schema import MIGRATIONS
 from .topics import TopicsMixin
 
@@ -44,7 +46,7 @@ def parse_iso(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-class Store(ArticlesMixin, TopicsMixin, MembersMixin, ArchiveMixin):
+class Store(ArticlesMixin, TopicsMixin, MembersMixin, DigestsMixin, ArchiveMixin, OpsMixin):
     """The SQLite archive. Open with `Store.open(path)`; `readonly=True` for analysts' commands."""
 
     def __init__(self, conn: sqlite3.Connection, path: str, readonly: bool) -> None:

@@ -1,7 +1,171 @@
-"""Storage of the archive domain."""
+"""Storage of the archive domain: the analysts' read-only queries (search, weekly counts, exports, schema).
+
+Analysts' commands open the store read-only, so nothing here writes. Filters are built from fixed SQL
+fragments with `?` placeholders only; ids and dates are always parameters.
+"""
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator, Sequence
+
+from ..errors import StoreError
+
+if TYPE_CHECKING:
+    from . import Store
+
+
+@dataclass(frozen=True)
+class ArticleFilter:
+    """Which articles an analyst's command looks at; times are the archive's UTC ISO text."""
+
+    topics: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    since: str | None = None
+    until: str | None = None
+    """Exclusive upper bound."""
+
+    def where(self, article: str = "a") -> tuple[str, list[object]]:
+        """SQL conditions on the articles alias `article`, and their parameters."""
+        clauses: list[str] = []
+        params: list[object] = []
+        if self.topics:
+            marks = ",".join("?" * len(self.topics))
+            clauses.append(f"{article}.id IN (SELECT article_id FROM article_topics WHERE topic_id IN ({marks}))")
+            params.extend(self.topics)
+        if self.sources:
+            marks = ",".join("?" * len(self.sources))
+            clauses.append(f"{article}.source_id IN ({marks})")
+            params.extend(self.sources)
+        if self.since:
+            clauses.append(f"{article}.published_at >= ?")
+            params.append(self.since)
+        if self.until:
+            clauses.append(f"{article}.published_at < ?")
+            params.append(self.until)
+        return (" AND ".join(clauses) or "1"), params
+
+
+EXPORT_COLUMNS = (
+    "article_id", "published_at", "week", "source_id", "source_name", "title", "url", "author", "lang",
+    "topics", "topic_labels", "cluster_id", "cluster_size", "summary", "text",
+)
+
 
 class ArchiveMixin:
-    pass
+    # -- lookups ------------------------------------------------------------------------------------
+
+    def topic_labels(self: "Store", topic_ids: Sequence[str] = ()) -> dict[str, str]:
+        """Labels of the named topics (any state), or of every active topic; in digest order."""
+        if topic_ids:
+            marks = ",".join("?" * len(topic_ids))
+            rows = self.query(f"SELECT id, label FROM topics WHERE id IN ({marks}) ORDER BY position, id",
+                              tuple(topic_ids))
+        else:
+            rows = self.query("SELECT id, label FROM topics WHERE active = 1 ORDER BY position, id")
+        return {r["id"]: r["label"] for r in rows}
+
+    def known_source_ids(self: "Store", source_ids: Sequence[str]) -> set[str]:
+        marks = ",".join("?" * len(source_ids))
+        return {r[0] for r in self.query(f"SELECT id FROM sources WHERE id IN ({marks})", tuple(source_ids))}
+
+    # -- search -------------------------------------------------------------------------------------
+
+    def search_ranked(self: "Store", match: str, where: ArticleFilter, limit: int,
+                      weights: tuple[float, float, float]) -> list[tuple[int, float]]:
+        """(article id, bm25) of the best matches, best first.
+
+        Only ids and ranks go through the sort: carrying titles and texts of every match would make a
+        common word cost as much as reading the whole archive.
+        """
+        condition, params = where.where("a")
+        sql = (
+            "SELECT f.rowid AS id, bm25(articles_fts, ?, ?, ?) AS rank FROM articles_fts f "
+            f"JOIN articles a ON a.id = f.rowid WHERE articles_fts MATCH ? AND {condition} "
+            "ORDER BY rank, f.rowid LIMIT ?"
+        )
+        try:
+            rows = self.conn.execute(sql, (*weights, match, *params, limit)).fetchall()
+        except sqlite3.OperationalError as e:
+            raise StoreError(f"database {self.path}: full-text search failed: {e}") from e
+        return [(r[0], r[1]) for r in rows]
+
+    def search_count(self: "Store", match: str, where: ArticleFilter) -> int:
+        condition, params = where.where("a")
+        try:
+            return self.conn.execute(
+                "SELECT count(*) FROM articles_fts f JOIN articles a ON a.id = f.rowid "
+                f"WHERE articles_fts MATCH ? AND {condition}", (match, *params)).fetchone()[0]
+        except sqlite3.OperationalError as e:
+            raise StoreError(f"database {self.path}: full-text search failed: {e}") from e
+
+    def articles_by_id(self: "Store", ids: Sequence[int]) -> dict[int, sqlite3.Row]:
+        """Title, summary, text, source and topics of these articles (for result pages and snippets)."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.query(
+            "SELECT a.id, a.title, a.summary, a.text, a.url, a.published_at, a.source_id, "
+            "s.name AS source_name, a.cluster_id, "
+            "(SELECT group_concat(id, ';') FROM (SELECT t.id FROM article_topics x JOIN topics t "
+            "  ON t.id = x.topic_id WHERE x.article_id = a.id ORDER BY t.position)) AS topics "
+            f"FROM articles a JOIN sources s ON s.id = a.source_id WHERE a.id IN ({marks})", tuple(ids))
+        return {r["id"]: r for r in rows}
+
+    # -- trends -------------------------------------------------------------------------------------
+
+    def weekly_topic_counts(self: "Store", first_week: str, last_week: str,
+                            topic_ids: Sequence[str] = ()) -> list[tuple[str, str, int]]:
+        """(topic id, ISO week, articles) for weeks in [first_week, last_week]; empty weeks absent.
+
+        Reads `topic_article_weeks`, whose key (topic, week) turns this into index range scans.
+        """
+        if topic_ids:
+            marks = ",".join("?" * len(topic_ids))
+            rows = self.query(
+                "SELECT topic_id, week, count(*) FROM topic_article_weeks "
+                f"WHERE topic_id IN ({marks}) AND week BETWEEN ? AND ? GROUP BY topic_id, week",
+                (*topic_ids, first_week, last_week))
+        else:
+            rows = self.query(
+                "SELECT c.topic_id, c.week, count(*) FROM topics t JOIN topic_article_weeks c "
+                "ON c.topic_id = t.id AND c.week BETWEEN ? AND ? WHERE t.active = 1 GROUP BY c.topic_id, c.week",
+                (first_week, last_week))
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    # -- export -------------------------------------------------------------------------------------
+
+    def export_rows(self: "Store", where: ArticleFilter, with_text: bool = True) -> Iterator[tuple]:
+        """Rows of `EXPORT_COLUMNS` (without summary/text if asked), oldest first, streamed from the cursor."""
+        condition, params = where.where("a")
+        columns = "o.*, a.summary, a.text" if with_text else "o.*"
+        cursor = self.conn.execute(
+            f"SELECT {columns} FROM articles a JOIN articles_overview o ON o.article_id = a.id "
+            f"WHERE {condition} ORDER BY a.published_at, a.id", params)
+        cursor.row_factory = None
+        try:
+            while True:
+                batch = cursor.fetchmany(1000)
+                if not batch:
+                    return
+                yield from batch
+        finally:
+            cursor.close()
+
+    # -- schema -------------------------------------------------------------------------------------
+
+    def schema_objects(self: "Store") -> dict[str, tuple[str, list[str]]]:
+        """Every table and view analysts see: name -> (kind, columns), FTS shadow tables left out."""
+        rows = self.query(
+            "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY name")
+        names = {r["name"] for r in rows}
+        shadow = {f"{n}_{suffix}" for n in names for suffix in ("data", "idx", "content", "docsize", "config")}
+        objects: dict[str, tuple[str, list[str]]] = {}
+        for r in rows:
+            if r["name"] in shadow:
+                continue
+            columns = [c["name"] for c in self.query("SELECT name FROM pragma_table_info(?)", (r["name"],))]
+            objects[r["name"]] = (r["type"], columns)
+        return objects

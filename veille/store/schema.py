@@ -192,3 +192,178 @@ CREATE TABLE deliveries (
     PRIMARY KEY (week, member_id)
 );
 """)
+
+migration(4, "scheduler", """
+-- The scheduler daemon's jobs as it last saw them, so `veille status` (another process) can show
+-- what runs next and how the last run went. Rewritten by the daemon; rows of removed jobs are deleted.
+CREATE TABLE scheduler_jobs (
+    id TEXT PRIMARY KEY,                 -- source:<source id>, digest, maintenance, staff-report
+    kind TEXT NOT NULL,                  -- source, digest, maintenance, staff-report
+    schedule TEXT NOT NULL,              -- human description of the trigger ("every 30m", "cron 30 7 * * mon")
+    next_run_at TEXT,                    -- UTC; NULL while the daemon is stopped
+    last_run_at TEXT,
+    last_status TEXT CHECK (last_status IN ('ok', 'error', 'missed', 'interrupted')),
+    last_error TEXT,
+    last_duration_ms INTEGER,
+    updated_at TEXT NOT NULL
+);
+""")
+
+migration(5, "archive views", """
+-- Publication time of every article in Europe/Paris and its ISO week: the calendar of digests and
+-- trend charts. Daylight saving follows the EU rule (from the last Sunday of March to the last Sunday
+-- of October, 01:00 UTC), so no time zone database is needed inside SQLite.
+CREATE VIEW article_weeks AS
+SELECT
+    article_id,                          -- articles.id
+    published_at,                        -- articles.published_at (UTC)
+    published_local,                     -- publication time in Europe/Paris, 'YYYY-MM-DD HH:MM:SS'
+    date(published_local, '-6 days', 'weekday 1') AS week_start, -- Monday of the ISO week (Europe/Paris)
+    strftime('%Y', date(published_local, '-6 days', 'weekday 1', '+3 days')) || '-W' || printf('%02d',
+        (strftime('%j', date(published_local, '-6 days', 'weekday 1', '+3 days')) + 6) / 7) AS week -- ISO week, e.g. 2026-W48
+FROM (
+    SELECT id AS article_id, published_at,
+           datetime(published_at, CASE
+               WHEN published_at >= date(substr(published_at, 1, 4) || '-03-31', '-6 days', 'weekday 0') || 'T01:00:00Z'
+                AND published_at < date(substr(published_at, 1, 4) || '-10-31', '-6 days', 'weekday 0') || 'T01:00:00Z'
+               THEN '+2 hours' ELSE '+1 hours' END) AS published_local
+    FROM articles
+);
+
+-- article_topics with each article's ISO week, kept in sync by triggers: its primary key makes weekly
+-- counts per topic over years a range scan instead of a sort of every tag.
+CREATE TABLE topic_article_weeks (
+    topic_id TEXT NOT NULL,              -- topics.id
+    week TEXT NOT NULL,                  -- ISO week of publication in Europe/Paris, e.g. 2026-W48
+    published_at TEXT NOT NULL,          -- articles.published_at (UTC)
+    article_id INTEGER NOT NULL,         -- articles.id
+    PRIMARY KEY (topic_id, week, published_at, article_id)
+) WITHOUT ROWID;
+CREATE INDEX topic_article_weeks_article ON topic_article_weeks(article_id, topic_id);
+
+INSERT INTO topic_article_weeks (topic_id, week, published_at, article_id)
+SELECT at.topic_id, w.week, w.published_at, w.article_id
+FROM article_topics at JOIN article_weeks w ON w.article_id = at.article_id;
+
+CREATE TRIGGER topic_article_weeks_tag AFTER INSERT ON article_topics BEGIN
+    INSERT OR IGNORE INTO topic_article_weeks (topic_id, week, published_at, article_id)
+    SELECT NEW.topic_id, week, published_at, article_id FROM article_weeks WHERE article_id = NEW.article_id;
+END;
+
+CREATE TRIGGER topic_article_weeks_untag AFTER DELETE ON article_topics BEGIN
+    DELETE FROM topic_article_weeks WHERE article_id = OLD.article_id AND topic_id = OLD.topic_id;
+END;
+
+CREATE TRIGGER topic_article_weeks_retag AFTER UPDATE OF article_id, topic_id ON article_topics BEGIN
+    DELETE FROM topic_article_weeks WHERE article_id = OLD.article_id AND topic_id = OLD.topic_id;
+    INSERT OR IGNORE INTO topic_article_weeks (topic_id, week, published_at, article_id)
+    SELECT NEW.topic_id, week, published_at, article_id FROM article_weeks WHERE article_id = NEW.article_id;
+END;
+
+CREATE TRIGGER topic_article_weeks_redate AFTER UPDATE OF published_at ON articles BEGIN
+    UPDATE topic_article_weeks
+    SET published_at = NEW.published_at,
+        week = (SELECT week FROM article_weeks WHERE article_id = NEW.id)
+    WHERE article_id = NEW.id;
+END;
+
+CREATE TRIGGER topic_article_weeks_forget AFTER DELETE ON articles BEGIN
+    DELETE FROM topic_article_weeks WHERE article_id = OLD.id;
+END;
+
+-- One row per article: its source's name, its ISO week and its topics (ids and labels, digest order).
+CREATE VIEW articles_overview AS
+SELECT
+    a.id AS article_id,                  -- articles.id
+    a.published_at,                      -- UTC
+    w.week,                              -- ISO week of publication (Europe/Paris)
+    a.source_id,                         -- sources.id
+    s.name AS source_name,               -- display name of the source
+    a.title,                             -- title of the article
+    a.url,                               -- link as published
+    a.author,                            -- author when the page or feed names one
+    a.lang,                              -- language code when known
+    (SELECT group_concat(id, '; ') FROM (SELECT t.id FROM article_topics at2 JOIN topics t ON t.id = at2.topic_id
+      WHERE at2.article_id = a.id ORDER BY t.position)) AS topics, -- topic ids separated by '; ' (digest order)
+    (SELECT group_concat(label, '; ') FROM (SELECT t.label FROM article_topics at2 JOIN topics t ON t.id = at2.topic_id
+      WHERE at2.article_id = a.id ORDER BY t.position)) AS topic_labels, -- topic labels separated by '; '
+    a.cluster_id,                        -- story: near-duplicates share it
+    (SELECT count(*) FROM articles c WHERE c.cluster_id = a.cluster_id) AS cluster_size -- articles in the story
+FROM articles a
+JOIN sources s ON s.id = a.source_id
+JOIN article_weeks w ON w.article_id = a.id;
+
+-- One row per article and topic (an article without topic appears once, with topic_id NULL): facet on
+-- source_name and topic_id, count, filter.
+CREATE VIEW articles_with_topics AS
+SELECT
+    a.id AS article_id,                  -- articles.id
+    a.published_at,                      -- UTC
+    w.week,                              -- ISO week of publication (Europe/Paris)
+    a.source_id,                         -- sources.id
+    s.name AS source_name,               -- display name of the source
+    a.title,                             -- title of the article
+    a.url,                               -- link as published
+    at.topic_id,                         -- topics.id, NULL when the article has no topic
+    t.label AS topic_label,              -- label of the topic
+    at.score,                            -- tagging score (title 3, summary 2, body 1 per keyword)
+    a.cluster_id                         -- story: near-duplicates share it
+FROM articles a
+JOIN sources s ON s.id = a.source_id
+JOIN article_weeks w ON w.article_id = a.id
+LEFT JOIN article_topics at ON at.article_id = a.id
+LEFT JOIN topics t ON t.id = at.topic_id;
+
+-- Articles per topic and ISO week (Europe/Paris); weeks without any article are absent.
+CREATE VIEW topic_weekly_counts AS
+SELECT
+    c.topic_id,                          -- topics.id
+    t.label AS topic_label,              -- label of the topic
+    c.week,                              -- ISO week, e.g. 2026-W48
+    date(substr(c.week, 1, 4) || '-01-04', '-6 days', 'weekday 1',
+         '+' || ((CAST(substr(c.week, 7, 2) AS INTEGER) - 1) * 7) || ' days') AS week_start, -- Monday of the week
+    c.articles                           -- articles of the topic published that week
+FROM (SELECT topic_id, week, count(*) AS articles FROM topic_article_weeks GROUP BY topic_id, week) c
+JOIN topics t ON t.id = c.topic_id;
+
+-- Stories: near-duplicate articles grouped by cluster, with how many sources carried them.
+CREATE VIEW stories AS
+SELECT
+    a.cluster_id,                        -- clusters.id
+    min(a.published_at) AS first_published_at, -- earliest publication in the story (UTC)
+    max(a.published_at) AS last_published_at,  -- latest publication in the story (UTC)
+    count(*) AS articles,                -- articles in the story
+    count(DISTINCT a.source_id) AS sources, -- distinct sources that carried it
+    (SELECT title FROM articles f WHERE f.cluster_id = a.cluster_id ORDER BY f.published_at, f.id LIMIT 1) AS title -- title of its first article
+FROM articles a
+GROUP BY a.cluster_id;
+
+-- Health of every source: state as `veille status` shows it, failures and activity.
+CREATE VIEW source_health AS
+SELECT
+    s.id AS source_id,                   -- sources.id
+    s.name,                              -- display name
+    s.type,                              -- feed, html or sitemap
+    s.current_url,                       -- URL actually fetched
+    CASE WHEN s.enabled = 0 THEN 'disabled' WHEN s.consecutive_failures > 0 THEN 'failing'
+         WHEN s.last_attempt_at IS NULL THEN 'new' ELSE 'ok' END AS state, -- ok, failing, disabled or new (never attempted)
+    s.disabled_reason,                   -- why it is disabled (sources.yaml, 410 Gone...)
+    s.consecutive_failures,              -- failed attempts in a row
+    s.failing_since,                     -- first failure of the current run of failures (UTC)
+    s.last_reason,                       -- short reason of the last failure (timeout, not_found...)
+    s.last_error,                        -- message of the last failure
+    s.last_attempt_at,                   -- last fetch attempt (UTC)
+    s.last_ok_at,                        -- last successful attempt (UTC)
+    s.last_new_at,                       -- last time it brought a new article (UTC)
+    CAST(julianday('now') - julianday(s.last_new_at) AS INTEGER) AS days_since_new, -- whole days since its last new article
+    (SELECT count(*) FROM articles a WHERE a.source_id = s.id) AS articles, -- articles stored from it
+    (SELECT count(*) FROM articles a WHERE a.source_id = s.id
+      AND a.published_at >= strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-30 days')) AS articles_30d, -- published in the last 30 days
+    (SELECT count(*) FROM fetch_log f WHERE f.source_id = s.id
+      AND f.started_at >= strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-7 days')) AS fetches_7d, -- fetch attempts in the last 7 days
+    (SELECT count(*) FROM fetch_log f WHERE f.source_id = s.id AND f.reason IS NOT NULL
+      AND f.started_at >= strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-7 days')) AS failures_7d, -- failed attempts in the last 7 days
+    (SELECT CAST(avg(f.duration_ms) AS INTEGER) FROM fetch_log f WHERE f.source_id = s.id
+      AND f.started_at >= strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-7 days')) AS avg_duration_ms_7d -- mean fetch duration over 7 days
+FROM sources s;
+""")

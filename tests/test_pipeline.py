@@ -1,0 +1,302 @@
+"""End-to-end ingestion against a real HTTP server on 127.0.0.1: fetch -> parse -> extract -> dedupe -> store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from veille.cli import main
+from veille.core import Watch
+from veille.dedupe import canonical_url
+
+from .corpus import STORIES, SYNDICATED, atom, page, rss
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_sources(path: Path, *entries: str) -> Path:
+    path.write_text("defaults: {interval: 1h, full_text: true, allow_private: true}\nsources:\n"
+                    + "".join(entries), encoding="utf-8")
+    return path
+
+
+def feed_entry(sid: str, url: str, kind: str = "feed", extra: str = "") -> str:
+    return f"  - id: {sid}\n    name: Source {sid}\n    type: {kind}\n    url: {url}\n{extra}"
+
+
+def publish(server, stories=STORIES, prefix="/articles") -> list[tuple]:
+    items = []
+    for s in stories:
+        server.serve(f"{prefix}/{s.slug}", page(s, server.base))
+        items.append((s, server.url(f"{prefix}/{s.slug}")))
+    return items
+
+
+@pytest.fixture
+def watch_factory(tmp_path, settings):
+    opened = []
+
+    def make(sources: Path) -> Watch:
+        w = Watch(db=tmp_path / "veille.db", sources=sources, topics=tmp_path / "no-topics.yaml",
+                  config=None, settings=settings)
+        opened.append(w)
+        return w
+
+    yield make
+    for w in opened:
+        w.close()
+
+
+def rows(watch: Watch, sql: str, params=()) -> list[sqlite3.Row]:
+    return watch.store.query(sql, params)
+
+
+def test_feed_pass_then_conditional_get_stores_nothing_new(http_server, tmp_path, watch_factory):
+    items = publish(http_server)
+    http_server.serve("/feed.xml", rss(items), content_type="application/rss+xml")
+    sources = write_sources(tmp_path / "sources.yaml", feed_entry("hebdo", http_server.url("/feed.xml")))
+    watch = watch_factory(sources)
+
+    first = watch.fetch()
+    assert [(r.status, r.new) for r in first.sources] == [("ok", 4)]
+    stored = rows(watch, "SELECT * FROM articles ORDER BY published_at")
+    assert [r["title"] for r in stored] == [s.title for s in STORIES]
+    assert all(r["text_source"] == "page" for r in stored)
+    assert "62 000 prises" in stored[0]["text"]
+    assert "Mentions légales" not in stored[0]["text"]
+    assert stored[0]["published_at"] == "2026-11-17T08:30:00Z" and stored[0]["date_is_fallback"] == 0
+
+    second = watch.fetch()
+    assert [(r.status, r.new, r.updated) for r in second.sources] == [("not_modified", 0, 0)]
+    feed_hits = http_server.hits("/feed.xml")
+    assert len(feed_hits) == 2 and feed_hits[1].headers.get("if-none-match")
+    assert len(http_server.hits(f"/articles/{STORIES[0].slug}")) == 1
+    log = rows(watch, "SELECT status, new_count FROM fetch_log ORDER BY id")
+    assert [tuple(r) for r in log] == [(200, 4), (304, 0)]
+
+
+def test_changed_feed_stores_only_new_entries(http_server, tmp_path, watch_factory):
+    items = publish(http_server)
+    http_server.serve("/feed.xml", rss(items[:2]), content_type="application/rss+xml")
+    watch = watch_factory(write_sources(tmp_path / "s.yaml", feed_entry("hebdo", http_server.url("/feed.xml"))))
+    assert watch.fetch().sources[0].new == 2
+    http_server.serve("/feed.xml", rss(items), content_type="application/rss+xml")
+    result = watch.fetch().sources[0]
+    assert (result.new, result.updated) == (2, 0)
+    assert len(http_server.hits(f"/articles/{STORIES[0].slug}")) == 1
+    assert watch.store.article_count() == 4
+
+
+def test_listing_page_and_sitemap_sources(http_server, tmp_path, watch_factory):
+    items = publish(http_server)
+    links = "".join(f'<h3><a href="/articles/{s.slug}">{s.title}</a></h3>' for s, _ in items[:2])
+    http_server.serve("/en-bref", f"<html><body><nav><a href='/'>Accueil</a></nav>{links}</body></html>")
+    urls = "".join(f"<url><loc>{u}</loc><lastmod>2026-11-20</lastmod></url>" for _, u in items[2:])
+    http_server.serve("/sitemap.xml", f'<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/'
+                      f'sitemap/0.9">{urls}</urlset>', content_type="application/xml")
+    sources = write_sources(
+        tmp_path / "s.yaml",
+        feed_entry("bref", http_server.url("/en-bref"), "html", '    link_selector: "h3 a"\n'),
+        feed_entry("plan", http_server.url("/sitemap.xml"), "sitemap"),
+    )
+    watch = watch_factory(sources)
+    result = watch.fetch()
+    assert [(r.source_id, r.status, r.new) for r in result.sources] == [("bref", "ok", 2), ("plan", "ok", 2)]
+    by_source = {r["source_id"]: r["n"] for r in rows(
+        watch, "SELECT source_id, count(*) n FROM articles GROUP BY source_id")}
+    assert by_source == {"bref": 2, "plan": 2}
+    titles = {r["title"] for r in rows(watch, "SELECT title FROM articles")}
+    assert titles == {s.title for s in STORIES}
+
+
+def test_same_article_in_two_feeds_and_tracking_parameters(http_server, tmp_path, watch_factory):
+    items = publish(http_server)
+    tracked = [(s, u + "?utm_source=rss&utm_medium=feed&xtor=RSS-3") for s, u in items]
+    http_server.serve("/a.xml", rss(items), content_type="application/rss+xml")
+    http_server.serve("/b.xml", atom(tracked[:2]), content_type="application/atom+xml")
+    watch = watch_factory(write_sources(tmp_path / "s.yaml", feed_entry("a", http_server.url("/a.xml")),
+                                        feed_entry("b", http_server.url("/b.xml"))))
+    watch.fetch()
+    assert watch.store.article_count() == 4
+    stored = rows(watch, "SELECT source_id, canonical_url FROM articles WHERE url = ?", (items[0][1],))[0]
+    assert stored["source_id"] == "a"
+    assert canonical_url(tracked[0][1]) == stored["canonical_url"] == items[0][1]
+    assert rows(watch, "SELECT count(*) n FROM articles GROUP BY canonical_url HAVING n > 1") == []
+
+
+def test_syndicated_near_duplicate_joins_the_story_cluster(http_server, tmp_path, watch_factory):
+    items = publish(http_server)
+    http_server.serve(f"/autre/{SYNDICATED.slug}", page(SYNDICATED, http_server.base,
+                                                         canonical=http_server.url(f"/autre/{SYNDICATED.slug}")))
+    http_server.serve("/a.xml", rss(items), content_type="application/rss+xml")
+    http_server.serve("/b.xml", rss([(SYNDICATED, http_server.url(f"/autre/{SYNDICATED.slug}"))]),
+                      content_type="application/rss+xml")
+    watch = watch_factory(write_sources(tmp_path / "s.yaml", feed_entry("a", http_server.url("/a.xml")),
+                                        feed_entry("b", http_server.url("/b.xml"))))
+    watch.fetch()
+    clusters = {r["title"]: r["cluster_id"] for r in rows(watch, "SELECT title, cluster_id FROM articles")}
+    assert len(clusters) == 5
+    assert clusters[SYNDICATED.title] == clusters[STORIES[1].title]
+    others = [clusters[s.title] for s in STORIES if s is not STORIES[1]]
+    assert len(set(others)) == 3 and clusters[STORIES[1].title] not in others
+
+
+def test_failing_sources_are_recorded_and_do_not_stop_the_pass(http_server, tmp_path, watch_factory):
+    items = publish(http_server)
+    http_server.serve("/ok.xml", rss(items), content_type="application/rss+xml")
+    http_server.serve("/gone.xml", b"gone", status=410)
+    http_server.serve("/missing.xml", b"missing", status=404)
+    http_server.serve("/busy.xml", b"slow down", status=429, headers={"Retry-After": "120"})
+    http_server.serve("/broken.xml", b"<html><body>Maintenance</body></html>")
+    watch = watch_factory(write_sources(
+        tmp_path / "s.yaml", *(feed_entry(n, http_server.url(f"/{n}.xml")) for n in
+                               ("ok", "gone", "missing", "busy", "broken"))))
+    result = watch.fetch()
+    status = {r.source_id: (r.status, r.reason) for r in result.sources}
+    assert status["ok"] == ("ok", None)
+    assert status["gone"] == ("failed", "gone")
+    assert status["missing"] == ("failed", "not_found")
+    assert status["busy"] == ("failed", "rate_limited")
+    assert status["broken"][0] == "failed"
+    assert watch.store.article_count() == 4
+    gone = watch.store.source_state("gone")
+    assert not gone.enabled and "410" in gone.disabled_reason
+    busy = watch.store.source_state("busy")
+    assert busy.consecutive_failures == 1 and busy.failing_since is not None
+    assert (busy.next_attempt_at - busy.failing_since).total_seconds() >= 120
+    again = {r.source_id: r.status for r in watch.fetch(respect_backoff=True).sources}
+    assert again["gone"] == "disabled" and again["busy"] == "skipped" and again["missing"] == "skipped"
+    assert len(http_server.hits("/gone.xml")) == 1
+    errors = rows(watch, "SELECT source_id, reason, error FROM fetch_log WHERE reason IS NOT NULL")
+    assert {r["source_id"] for r in errors} == {"gone", "missing", "busy", "broken"}
+    assert all(http_server.base in r["error"] for r in errors)
+
+
+def test_permanent_redirect_updates_the_stored_feed_url(http_server, tmp_path, watch_factory):
+    items = publish(http_server)
+    http_server.serve("/new-feed.xml", rss(items), content_type="application/rss+xml")
+    http_server.redirect("/old-feed.xml", "/new-feed.xml", status=301)
+    watch = watch_factory(write_sources(tmp_path / "s.yaml", feed_entry("moved", http_server.url("/old-feed.xml"))))
+    assert watch.fetch().sources[0].new == 4
+    assert watch.store.source_state("moved").current_url == http_server.url("/new-feed.xml")
+    watch.fetch()
+    assert len(http_server.hits("/old-feed.xml")) == 1
+    assert len(http_server.hits("/new-feed.xml")) == 2
+
+
+def test_paywalled_page_keeps_the_feed_text(http_server, tmp_path, watch_factory):
+    story = STORIES[0]
+    full = "\n".join(f"<p>{p}</p>" for p in story.paragraphs)
+    http_server.serve(f"/articles/{story.slug}", f"""<html lang="fr"><head><title>{story.title}</title></head>
+        <body><article><h1>{story.title}</h1><p>Cet article est réservé aux abonnés.</p>
+        <a href="/abonnement">Je m'abonne</a></article></body></html>""")
+    feed = rss([(story, http_server.url(f"/articles/{story.slug}"))]).replace(
+        b"</description>", b"</description><content:encoded><![CDATA[" + full.encode() + b"]]></content:encoded>"
+    ).replace(b'<rss version="2.0"', b'<rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/"')
+    http_server.serve("/feed.xml", feed, content_type="application/rss+xml")
+    watch = watch_factory(write_sources(tmp_path / "s.yaml", feed_entry("payant", http_server.url("/feed.xml"))))
+    watch.fetch()
+    article = rows(watch, "SELECT text, text_source FROM articles")[0]
+    assert article["text_source"] == "feed"
+    assert "62 000 prises" in article["text"]
+
+
+def test_missing_date_falls_back_to_fetch_time_and_is_flagged(http_server, tmp_path, watch_factory):
+    http_server.serve("/feed.xml", b"""<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel>
+        <title>Sans date</title><item><title>Une commune sans date</title><link>/sans-date</link>
+        <description>Un article dont le flux ne donne pas de date.</description></item></channel></rss>""",
+                      content_type="application/rss+xml")
+    watch = watch_factory(write_sources(tmp_path / "s.yaml", feed_entry("nodate", http_server.url("/feed.xml"),
+                                                                         extra="    full_text: false\n")))
+    watch.fetch()
+    row = rows(watch, "SELECT url, published_at, fetched_at, date_is_fallback FROM articles")[0]
+    assert row["date_is_fallback"] == 1 and row["published_at"] == row["fetched_at"]
+    assert row["url"] == http_server.url("/sans-date")
+
+
+def test_cli_fetch_json_and_summary(http_server, tmp_path):
+    items = publish(http_server)
+    http_server.serve("/feed.xml", rss(items), content_type="application/rss+xml")
+    http_server.serve("/missing.xml", b"", status=404)
+    sources = write_sources(tmp_path / "s.yaml", feed_entry("hebdo", http_server.url("/feed.xml")),
+                            feed_entry("absent", http_server.url("/missing.xml")))
+    base = ["--db", str(tmp_path / "v.db"), "--sources", str(sources), "--topics", str(tmp_path / "none.yaml")]
+    env = {"VEILLE_ALLOW_PRIVATE": "1", "VEILLE_WORKERS": "1", "VEILLE_POLITENESS_DELAY": "0"}
+    result = CliRunner().invoke(main, [*base, "fetch", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["new"] == 4
+    assert {s["source_id"]: s["status"] for s in data["sources"]} == {"hebdo": "ok", "absent": "failed"}
+    result = CliRunner().invoke(main, [*base, "fetch", "--no-full-text", "--source", "absent"], env=env)
+    assert result.exit_code == 0
+    assert "absent\tfailed" in result.output and "not_found" in result.output
+    result = CliRunner().invoke(main, [*base, "fetch", "--source", "nope"], env=env)
+    assert result.exit_code == 2 and "unknown source id" in result.output
+
+
+def test_cli_extract_json_uses_the_fetch_path(http_server, tmp_path):
+    story = STORIES[2]
+    url = http_server.serve(f"/articles/{story.slug}", page(story, http_server.base))
+    local = tmp_path / "page.html"
+    local.write_text(page(STORIES[3], "http://127.0.0.1"), encoding="utf-8")
+    result = CliRunner().invoke(main, ["extract", "--json", url, str(local)], env={"VEILLE_ALLOW_PRIVATE": "1"})
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert [set(line) for line in lines] == [{"input", "title", "author", "date", "lang", "text", "text_source"}] * 2
+    assert lines[0]["input"] == url and lines[0]["title"] == story.title
+    assert lines[0]["text_source"] == "page" and "Licence Ouverte" in lines[0]["text"]
+    assert lines[0]["lang"] == "fr" and lines[0]["date"].startswith("2026-11-19")
+    assert lines[1]["title"] == STORIES[3].title
+
+
+def test_killed_pass_then_rerun_loses_and_duplicates_nothing(http_server, tmp_path):
+    """SIGKILL a real `veille fetch` while article pages are slow, rerun, compare with a clean run."""
+    items = publish(http_server)
+
+    def slow_page(handler, story=STORIES[3]):
+        time.sleep(0.4)
+        handler.send_simple(200, page(story, http_server.base).encode(), content_type="text/html; charset=utf-8")
+
+    feeds = []
+    for i in range(6):
+        path = f"/f{i}.xml"
+        http_server.serve(path, rss(items[:3] + [(STORIES[3], http_server.url(f"/lent/{i}"))],
+                                    title=f"Flux {i}"), content_type="application/rss+xml")
+        http_server.handle(f"/lent/{i}", slow_page)
+        feeds.append(feed_entry(f"f{i}", http_server.url(path)))
+    sources = write_sources(tmp_path / "s.yaml", *feeds)
+    env = {**os.environ, "VEILLE_ALLOW_PRIVATE": "1", "VEILLE_WORKERS": "1", "VEILLE_PER_HOST_CONCURRENCY": "1",
+           "VEILLE_POLITENESS_DELAY": "0"}
+    cmd = [sys.executable, "-m", "veille.cli", "--sources", str(sources), "--topics", str(tmp_path / "none.yaml")]
+
+    killed_db = tmp_path / "killed.db"
+    proc = subprocess.Popen([*cmd, "--db", str(killed_db), "fetch"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    time.sleep(1.8)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    subprocess.run([*cmd, "--db", str(killed_db), "fetch"], env=env, check=True, capture_output=True)
+    clean_db = tmp_path / "clean.db"
+    subprocess.run([*cmd, "--db", str(clean_db), "fetch"], env=env, check=True, capture_output=True)
+
+    def snapshot(path):
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            dupes = conn.execute("SELECT canonical_url FROM articles GROUP BY canonical_url HAVING count(*) > 1")
+            assert dupes.fetchall() == []
+            return sorted(conn.execute("SELECT canonical_url, title FROM articles").fetchall())
+        finally:
+            conn.close()
+
+    assert snapshot(killed_db) == snapshot(clean_db)
+    assert len(snapshot(clean_db)) == 4 + 0  # the slow page is the same story under six URLs

@@ -1,0 +1,529 @@
+"""Mail stage: one email per member and week, sent over SMTP exactly once, or written to the outbox.
+
+`render_email` turns a `MemberDigest` into a multipart/alternative message (plain text + HTML with
+inlined CSS). `deliver_week` builds the week's digest, writes its archive folder and serves every
+active member: over SMTP when `send` and an SMTP host are configured, else as `.eml` files in
+`digests/YYYY-Www/outbox/`.
+
+Exactly once. The deliveries table holds one row per (week, member). Before the DATA command the row
+is committed as 'sending'; after the server's 250 it becomes 'sent'. A 4xx is retried with backoff
+within the run, then left 'failed' (the next run retries it); a 5xx makes it 'bounced' (never retried
+automatically). A row still 'sending' after a crash is ambiguous: the server may have accepted the
+message before the process died. Such members are skipped and reported as *uncertain*, never resent
+silently; `retry_uncertain=True` (`veille digest --send --retry-uncertain`) sends them again after the
+operator checked the mail server's log, with the same Message-ID so the duplicate is recognisable.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import html
+import os
+import re
+import smtplib
+import ssl
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import format_datetime, parseaddr
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
+
+from .config import Settings
+from .digest import PARIS, Digest, MemberDigest, build_digest, clean_text, member_digest, render, write_digest
+from .errors import ConfigError, MailError
+from .types import Source
+
+if TYPE_CHECKING:
+    from .store import Store
+    from .store.members import Member
+
+SMTP_TIMEOUT = 60.0
+RETRIES = 3
+"""4xx answers retried this many times per member within a run (then 'failed', retried next run)."""
+BACKOFF = 2.0
+"""Seconds before the first retry; doubled each time."""
+GIVE_UP_AFTER = 3
+"""Members in a row that still get 4xx after their retries: the server is unwell, stop the batch."""
+
+# Member-specific parts are rendered as these markers, so one rendering serves every member who
+# follows the same topics; `_personalise` swaps in the (escaped) values.
+_GREETING = "veille-marker-greeting-8c1f2b"
+_EMAIL = "veille-marker-email-8c1f2b"
+_UNSUBSCRIBE = "veille-marker-unsubscribe-8c1f2b"
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def unsubscribe_url(settings: Settings, member: "Member") -> str:
+    """One-click unsubscribe endpoint (RFC 8058): POST, or GET for a confirmation page, at the public site."""
+    return f"{settings.public_url.rstrip('/')}/unsubscribe/{member.unsubscribe_token}"
+
+
+def sender(settings: Settings) -> Address:
+    """The From address: `mail_from` (an address, or `Name <address>`), named after the organisation."""
+    name, addr = parseaddr(settings.mail_from)
+    try:
+        local, _, domain = addr.partition("@")
+        if not local or not domain:
+            raise ValueError
+        return Address(display_name=clean_text(name or settings.organisation), addr_spec=addr)
+    except (ValueError, IndexError) as e:
+        raise ConfigError("settings", None, "mail_from", f"{settings.mail_from!r} is not an email address",
+                          "set VEILLE_MAIL_FROM (or mail_from in veille.yaml) to e.g. veille@association.fr") from e
+
+
+def message_id(week: str, member: "Member", settings: Settings) -> str:
+    """Stable per (week, member): a forced resend carries the same id, so clients can spot the duplicate."""
+    domain = sender(settings).domain
+    if not re.fullmatch(r"[A-Za-z0-9.-]+", domain):
+        domain = "veille.invalid"
+    token = hashlib.sha256(f"{week}\0{member.id}\0{member.email.lower()}".encode()).hexdigest()[:16]
+    return f"<veille.{week}.{member.id}.{token}@{domain}>"
+
+
+def _text_part(body: str, subtype: str) -> EmailMessage:
+    """A UTF-8 quoted-printable part, encoded by binascii (C) rather than email's pure-Python encoder."""
+    part = EmailMessage()
+    encoded = binascii.b2a_qp(body.encode("utf-8"), istext=True).decode("ascii")
+    part.set_payload(encoded)
+    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    part["Content-Transfer-Encoding"] = "quoted-printable"
+    return part
+
+
+class _BodyCache:
+    """Rendered (html, text) per digest and set of topics: members who follow the same topics share it."""
+
+    def __init__(self) -> None:
+        self._digest: Digest | None = None
+        self._bodies: dict[tuple, tuple[str, str]] = {}
+
+    def get(self, md: MemberDigest, settings: Settings) -> tuple[str, str]:
+        import css_inline
+
+        if self._digest is not md.digest:
+            self._digest, self._bodies = md.digest, {}
+        key = (md.topics, settings.organisation)
+        if key not in self._bodies:
+            context = {
+                "md": md, "d": md.digest, "organisation": clean_text(settings.organisation),
+                "greeting": _GREETING, "member_email": _EMAIL, "unsubscribe_url": _UNSUBSCRIBE,
+                "css": render("email.css"),
+            }
+            inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+            self._bodies[key] = (inliner.inline(render("email.html", **context)), render("email.txt", **context))
+        return self._bodies[key]
+
+
+_cache = _BodyCache()
+
+
+def _personalise(body: str, values: dict[str, str], escape: bool) -> str:
+    for marker, value in values.items():
+        body = body.replace(marker, html.escape(value) if escape else value)
+    return body
+
+
+def render_email(md: MemberDigest, settings: Settings, *, now: datetime | None = None) -> EmailMessage:
+    """The member's email: multipart/alternative (text, then HTML), UTF-8, with the unsubscribe headers."""
+    member = md.member
+    if member is None:
+        raise ValueError("render_email needs a member's digest (member_digest), not the archive view")
+    name = clean_text(member.name)
+    values = {
+        _GREETING: f"Bonjour {name}," if name else "Bonjour,",
+        _EMAIL: member.email,
+        _UNSUBSCRIBE: unsubscribe_url(settings, member),
+    }
+    html_body, text_body = _cache.get(md, settings)
+    msg = EmailMessage()
+    msg["Subject"] = clean_text(md.subject)
+    msg["From"] = sender(settings)
+    msg["To"] = Address(display_name=name, addr_spec=member.email)
+    if settings.reply_to:
+        reply_name, reply_addr = parseaddr(settings.reply_to)
+        msg["Reply-To"] = Address(display_name=clean_text(reply_name), addr_spec=reply_addr)
+    msg["Date"] = format_datetime((now or datetime.now(timezone.utc)).astimezone(PARIS))
+    msg["Message-ID"] = message_id(md.digest.week, member, settings)
+    mailto = parseaddr(settings.unsubscribe_mailto or "")[1] or sender(settings).addr_spec
+    msg["List-Unsubscribe"] = (f"<mailto:{mailto}?subject=unsubscribe%20{member.unsubscribe_token}>, "
+                               f"<{unsubscribe_url(settings, member)}>")
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg["List-Id"] = f"<digest.{sender(settings).domain}>"
+    msg["X-Veille-Week"] = md.digest.week
+    msg["MIME-Version"] = "1.0"
+    msg.make_alternative()
+    msg.attach(_text_part(_personalise(text_body, values, escape=False), "plain"))
+    msg.attach(_text_part(_personalise(html_body, values, escape=True), "html"))
+    return msg
+
+
+def message_bytes(msg: EmailMessage) -> bytes:
+    """The message as sent on the wire: CRLF line endings, 7-bit clean."""
+    return msg.as_bytes(policy=SMTP_POLICY)
+
+
+# --------------------------------------------------------------------------------------------------
+# SMTP
+
+
+class _Transient(Exception):
+    """4xx or a connection lost before DATA: the server did not take the message; retrying is safe."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Permanent(_Transient):
+    """5xx for this recipient or this message: recorded as bounced."""
+
+
+class _SenderRefused(_Transient):
+    """5xx to MAIL FROM: a configuration problem that would fail every member; stop the batch."""
+
+
+class _Uncertain(_Transient):
+    """The connection died during DATA: the server may or may not have accepted the message."""
+
+
+class _Unreachable(_Transient):
+    """No connection to the server at all: stop the batch, nothing was sent to anyone still pending."""
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    return f"{code} {clean_text(text)}"
+
+
+class SmtpSession:
+    """One SMTP connection reused for the batch, reopened when the server drops it, paced to `smtp_rate`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.host = settings.smtp_host or ""
+        self.port = settings.smtp_port or {"ssl": 465, "starttls": 587}.get(settings.smtp_tls, 25)
+        self.smtp: smtplib.SMTP | None = None
+        self._interval = 1.0 / settings.smtp_rate
+        self._last = 0.0
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def connect(self) -> smtplib.SMTP:
+        s = self.settings
+        try:
+            if s.smtp_tls == "ssl":
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=SMTP_TIMEOUT,
+                                                      context=ssl.create_default_context())
+            else:
+                smtp = smtplib.SMTP(self.host, self.port, timeout=SMTP_TIMEOUT)
+            smtp.ehlo()
+            if s.smtp_tls == "starttls":
+                smtp.starttls(context=ssl.create_default_context())
+                smtp.ehlo()
+            if s.smtp_user:
+                smtp.login(s.smtp_user, s.smtp_password or "")
+        except smtplib.SMTPAuthenticationError as e:
+            raise _SenderRefused(f"the SMTP server {self.where} refused the login {s.smtp_user!r}: "
+                                 f"{_reply(e.smtp_code, e.smtp_error)}; check VEILLE_SMTP_USER and "
+                                 "VEILLE_SMTP_PASSWORD", e.smtp_code) from e
+        except (OSError, smtplib.SMTPException) as e:
+            raise _Unreachable(f"cannot talk to the SMTP server {self.where}: {e or type(e).__name__}; check "
+                             "VEILLE_SMTP_HOST, VEILLE_SMTP_PORT and VEILLE_SMTP_TLS") from e
+        self.smtp = smtp
+        return smtp
+
+    def close(self) -> None:
+        if self.smtp is not None:
+            try:
+                self.smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                self.smtp.close()
+            self.smtp = None
+
+    def _drop(self) -> None:
+        if self.smtp is not None:
+            try:
+                self.smtp.close()
+            except OSError:
+                pass
+            self.smtp = None
+
+    def _rset(self) -> None:
+        try:
+            assert self.smtp is not None
+            self.smtp.rset()
+        except (OSError, smtplib.SMTPException, AssertionError):
+            self._drop()
+
+    def _pace(self) -> None:
+        wait = self._last + self._interval - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self._last = time.monotonic()
+
+    def _fail(self, code: int, text: bytes | str, stage: str, permanent: type[_Transient]) -> None:
+        detail = f"{stage}: {_reply(code, text)}"
+        if code == 421:
+            self._drop()
+        else:
+            self._rset()
+        if 400 <= code < 500:
+            raise _Transient(detail, code)
+        raise permanent(detail, code)
+
+    def send(self, from_addr: str, to_addr: str, data: bytes, claim: Callable[[], bool]) -> bool:
+        """One transaction; `claim` (the 'sending' commit) runs after RCPT and before DATA.
+
+        Returns False when `claim` declined (someone else holds the delivery). Raises `_Transient`
+        (retry), `_Permanent` (bounce), `_SenderRefused` (stop) or `_Uncertain` (leave it 'sending').
+        """
+        self._pace()
+        smtp = self.smtp or self.connect()
+        try:
+            code, text = smtp.mail(from_addr)
+            if code != 250:
+                self._fail(code, text, "MAIL FROM", _SenderRefused)
+            code, text = smtp.rcpt(to_addr)
+            if code not in (250, 251):
+                self._fail(code, text, "RCPT TO", _Permanent)
+        except (OSError, smtplib.SMTPServerDisconnected) as e:
+            self._drop()
+            raise _Transient(f"connection to {self.where} lost before DATA: {e or type(e).__name__}") from e
+        if not claim():
+            self._rset()
+            return False
+        try:
+            code, text = smtp.data(data)
+        except smtplib.SMTPDataError as e:  # DATA itself refused: the body was never sent
+            code, text = e.smtp_code, e.smtp_error
+        except (OSError, smtplib.SMTPException) as e:
+            self._drop()
+            raise _Uncertain(f"connection to {self.where} lost during DATA: {e or type(e).__name__}") from e
+        if code != 250:
+            self._fail(code, text, "DATA", _Permanent)
+        return True
+
+
+# --------------------------------------------------------------------------------------------------
+# Delivering a week
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What a delivery run did; member emails per outcome."""
+
+    week: str
+    mode: Literal["smtp", "outbox"]
+    folder: str
+    outbox: str | None
+    members: int
+    articles: int
+    sent: tuple[str, ...] = ()
+    written: tuple[str, ...] = ()
+    empty: tuple[str, ...] = ()
+    already: tuple[str, ...] = ()
+    """Served by an earlier run ('sent'/'bounced'; 'sent' only for the outbox)."""
+    uncertain: tuple[str, ...] = ()
+    """Left 'sending' by a crash: maybe delivered; not resent without retry_uncertain."""
+    failed: tuple[tuple[str, str], ...] = ()
+    """(email, error): 4xx after the retries, or not attempted because the batch stopped."""
+    bounced: tuple[tuple[str, str], ...] = ()
+    error: str | None = None
+    duration: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["failed"] = [{"email": e, "error": m} for e, m in self.failed]
+        data["bounced"] = [{"email": e, "error": m} for e, m in self.bounced]
+        return data
+
+
+@dataclass
+class _Tally:
+    sent: list[str] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    uncertain: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    bounced: list[tuple[str, str]] = field(default_factory=list)
+
+
+def outbox_name(member: "Member") -> str:
+    return re.sub(r"[^a-z0-9@._+-]", "_", member.email.lower()) + ".eml"
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def deliver_week(
+    store: "Store", week: str, settings: Settings, sources: Sequence[Source], *, send: bool,
+    member_email: str | None = None, retry_uncertain: bool = False, now: datetime | None = None,
+    retries: int = RETRIES, backoff: float = BACKOFF,
+) -> DeliveryReport:
+    """Build and write the week's digest, then serve every active member (or only `member_email`).
+
+    SMTP when `send` and `settings.smtp_host`, else `.eml` files in the week's `outbox/` (status
+    'written'; rewritten on each run, so the outbox always shows the latest digest). Raises
+    `MailError` (with `.report`) when the batch had to stop: server unreachable, sender or login
+    refused, or 4xx for several members in a row; whatever was not sent stays pending for the next run.
+    """
+    started = time.monotonic()
+    digest = build_digest(store, week, settings, sources, now=now)
+    folder = write_digest(digest, settings.digests_dir)
+    store.record_digest(week, digest.built_at, digest.article_count, str(folder))
+    if member_email is not None:
+        member = store.get_member(member_email.strip())
+        if member is None or not member.active:
+            why = "is not a member (see `veille members list`)" if member is None else "has unsubscribed"
+            raise MailError(member_email, why, permanent=True)
+        members = [member]
+    else:
+        members = store.list_members(active_only=True)
+    smtp = bool(send and settings.smtp_host)
+    outbox = folder / "outbox"
+    tally = _Tally()
+    states = store.delivery_states(week)
+    todo: list[tuple["Member", MemberDigest | None]] = []
+    for member in members:
+        state = states.get(member.id)
+        status = state.status if state else None
+        if status in ("sent", "bounced"):
+            tally.already.append(member.email)
+        elif status == "sending" and not retry_uncertain:
+            tally.uncertain.append(member.email)
+        else:
+            todo.append((member, member_digest(digest, member)))
+    error: MailError | None = None
+    if smtp:
+        error = _send_all(store, week, settings, todo, tally, retry_uncertain, now, retries, backoff)
+    else:
+        _write_outbox(store, week, settings, todo, tally, outbox, now)
+    report = DeliveryReport(
+        week=week, mode="smtp" if smtp else "outbox", folder=str(folder),
+        outbox=None if smtp else str(outbox), members=len(members), articles=digest.article_count,
+        sent=tuple(tally.sent), written=tuple(tally.written), empty=tuple(tally.empty),
+        already=tuple(tally.already), uncertain=tuple(tally.uncertain), failed=tuple(tally.failed),
+        bounced=tuple(tally.bounced), error=str(error) if error else None,
+        duration=round(time.monotonic() - started, 3),
+    )
+    if error is not None:
+        error.report = report  # type: ignore[attr-defined]
+        raise error
+    return report
+
+
+def _write_outbox(store: "Store", week: str, settings: Settings, todo: list, tally: _Tally, outbox: Path,
+                  now: datetime | None) -> None:
+    outbox.mkdir(parents=True, exist_ok=True)
+    rows: list[tuple[int, str, str | None, int]] = []
+    for member, md in todo:
+        path = outbox / outbox_name(member)
+        if md is None:
+            path.unlink(missing_ok=True)  # an earlier run of this week may have had news for them
+            tally.empty.append(member.email)
+            rows.append((member.id, "empty", None, 0))
+        else:
+            msg = render_email(md, settings, now=now)
+            _write_bytes_atomic(path, message_bytes(msg))
+            tally.written.append(member.email)
+            rows.append((member.id, "written", msg["Message-ID"], md.article_count))
+        if len(rows) >= 200:
+            store.set_deliveries(week, rows)
+            rows = []
+    store.set_deliveries(week, rows)
+
+
+def _send_all(store: "Store", week: str, settings: Settings, todo: list, tally: _Tally, retry_uncertain: bool,
+              now: datetime | None, retries: int, backoff: float) -> MailError | None:
+    session = SmtpSession(settings)
+    from_addr = sender(settings).addr_spec
+    deferred_in_a_row = 0
+    try:
+        for index, (member, md) in enumerate(todo):
+            if md is None:
+                store.set_delivery(week, member.id, "empty", articles=0)
+                tally.empty.append(member.email)
+                continue
+            msg = render_email(md, settings, now=now)
+            outcome = _send_one(store, session, week, member, md, from_addr, message_bytes(msg), msg["Message-ID"],
+                                retry_uncertain, retries, backoff, tally)
+            deferred_in_a_row = deferred_in_a_row + 1 if outcome == "failed" else 0
+            if deferred_in_a_row >= GIVE_UP_AFTER:
+                outcome = MailError(member.email, f"the SMTP server {session.where} still deferred {GIVE_UP_AFTER} "
+                                    f"members in a row after retries (last: {tally.failed[-1][1]}); nothing is "
+                                    "lost: run `veille digest --send` again later", permanent=False)
+            if isinstance(outcome, MailError):
+                tally.failed.extend((m.email, "not attempted: the batch stopped")
+                                    for m, d in todo[index + 1:] if d is not None)
+                return outcome
+    finally:
+        session.close()
+    return None
+
+
+def _send_one(store: "Store", session: SmtpSession, week: str, member: "Member", md: MemberDigest, from_addr: str,
+              data: bytes, mid: str, retry_uncertain: bool, retries: int, backoff: float,
+              tally: _Tally) -> str | MailError:
+    """Try one member up to 1 + `retries` times; returns the outcome, or the MailError that stops the batch."""
+    for attempt in range(retries + 1):
+        claimed = False
+
+        def claim() -> bool:
+            nonlocal claimed
+            claimed = store.claim_delivery(week, member.id, mid, md.article_count, retry_uncertain=retry_uncertain)
+            return claimed
+
+        try:
+            if not session.send(from_addr, member.email, data, claim):
+                tally.already.append(member.email)  # another sender holds it, or it was served meanwhile
+                return "already"
+        except _Uncertain as e:
+            store.set_delivery(week, member.id, "sending", error=str(e))
+            tally.uncertain.append(member.email)
+            return "uncertain"
+        except _Unreachable as e:
+            if claimed:
+                store.set_delivery(week, member.id, "failed", error=str(e))
+            tally.failed.append((member.email, str(e)))
+            return MailError(member.email, f"{e}; nothing was lost: run `veille digest --send` again",
+                             permanent=False)
+        except _SenderRefused as e:
+            store.set_delivery(week, member.id, "failed", error=str(e), attempt=not claimed)
+            tally.failed.append((member.email, str(e)))
+            return MailError(member.email, f"{e}; nothing more was sent: fix the settings and run again",
+                             permanent=True, code=e.code)
+        except _Permanent as e:
+            store.set_delivery(week, member.id, "bounced", message_id=mid, error=str(e), attempt=not claimed)
+            tally.bounced.append((member.email, str(e)))
+            return "bounced"
+        except _Transient as e:
+            store.set_delivery(week, member.id, "failed", error=str(e), attempt=not claimed)
+            if attempt == retries:
+                tally.failed.append((member.email, str(e)))
+                return "failed"
+            time.sleep(backoff * 2 ** attempt)
+            continue
+        store.set_delivery(week, member.id, "sent", message_id=mid)
+        tally.sent.append(member.email)
+        return "sent"
+    return "failed"

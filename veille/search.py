@@ -1,0 +1,981 @@
+"""Archive stage: what analysts do with the archive (search, exports, trend charts, Datasette).
+
+Everything here reads a `Store` opened read-only, so it runs while the scheduler writes (WAL) and
+cannot change anything. SQL lives in `veille.store.archive`; the query syntax, the normaliser and the
+FTS index come from `veille.query` (the same rules as topics), so `donnée publique` finds
+`données publiques` in a search as in a topic.
+
+Descriptions of tables and columns have one home: the SQL comments of the migrations in
+`veille.store.schema` (plus `EXTRA_DESCRIPTIONS` for columns of shipped migrations that lack one).
+Datasette's metadata and docs/schema.md are both derived from them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Sequence
+
+from .digest import PARIS, current_week, parse_week, shift_week, week_bounds, week_days
+from .errors import QueryError, VeilleError
+from .store.archive import EXPORT_COLUMNS, ArticleFilter
+
+if TYPE_CHECKING:
+    from .store import Store
+
+# --------------------------------------------------------------------------------------------------
+# Dates given on the command line
+
+
+def parse_when(value: str | datetime | date | None, *, end: bool = False) -> str | None:
+    """A --since/--until value as the archive's UTC text; `end=True` gives the exclusive upper bound.
+
+    Accepts `2026-11-24` (a day in Europe/Paris: --until includes the whole day), `2026-W48` (an ISO
+    week: --since from its Monday, --until through its Sunday), `2026-11` (a month) or a full ISO
+    datetime (naive means Paris time).
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=PARIS)
+        return _utc_text(moment)
+    if isinstance(value, date):
+        day = value + timedelta(days=1) if end else value
+        return _utc_text(datetime.combine(day, time.min, PARIS))
+    text = value.strip()
+    if re.fullmatch(r"\d{4}-W\d{2}", text):
+        start, stop = week_bounds(text)
+        return _utc_text(stop if end else start)
+    if m := re.fullmatch(r"(\d{4})-(\d{2})", text):
+        year, month = int(m.group(1)), int(m.group(2))
+        if not 1 <= month <= 12:
+            raise ValueError(f"{value!r}: no month {month}")
+        if end:
+            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        return _utc_text(datetime(year, month, 1, tzinfo=PARIS))
+    try:
+        if len(text) == 10:
+            return parse_when(date.fromisoformat(text), end=end)
+        return parse_when(datetime.fromisoformat(text.replace("Z", "+00:00")), end=end)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a date: write 2026-11-24, 2026-W48, 2026-11 or "
+                         "2026-11-24T08:30") from None
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def article_filter(store: "Store", *, topics: Iterable[str] = (), sources: Iterable[str] = (),
+                   since: str | datetime | date | None = None,
+                   until: str | datetime | date | None = None) -> ArticleFilter:
+    """Validate filters against the archive: an unknown topic or source id is a mistake worth saying."""
+    topics, sources = tuple(dict.fromkeys(topics)), tuple(dict.fromkeys(sources))
+    if topics:
+        missing = [t for t in topics if t not in store.topic_labels(topics)]
+        if missing:
+            known = ", ".join(store.topic_labels()) or "none yet"
+            raise VeilleError(f"unknown topic {', '.join(missing)} in {store.path} (known topics: {known})")
+    if sources:
+        missing = [s for s in sources if s not in store.known_source_ids(sources)]
+        if missing:
+            raise VeilleError(f"unknown source {', '.join(missing)} in {store.path} "
+                              "(see `veille status` for source ids)")
+    return ArticleFilter(topics, sources, parse_when(since), parse_when(until, end=True))
+
+
+# --------------------------------------------------------------------------------------------------
+# Search
+
+BM25_WEIGHTS = (10.0, 4.0, 1.0)
+"""bm25 weights of title, summary and text: a word in the title says more about the article."""
+
+
+@dataclass(frozen=True)
+class Marked:
+    """Text with highlighted spans, kept as offsets so each output format marks them its own way."""
+
+    text: str
+    spans: tuple[tuple[int, int], ...] = ()
+
+    def marked(self, before: str = "**", after: str = "**") -> str:
+        out, last = [], 0
+        for start, end in self.spans:
+            out += [self.text[last:start], before, self.text[start:end], after]
+            last = end
+        out.append(self.text[last:])
+        return "".join(out)
+
+    def segments(self) -> list[tuple[str, bool]]:
+        """(text, highlighted) pieces in order, for renderers such as rich."""
+        out, last = [], 0
+        for start, end in self.spans:
+            if start > last:
+                out.append((self.text[last:start], False))
+            out.append((self.text[start:end], True))
+            last = end
+        if last < len(self.text):
+            out.append((self.text[last:], False))
+        return out
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    id: int
+    title: Marked
+    snippet: Marked
+    url: str
+    source_id: str
+    source_name: str
+    published_at: datetime
+    topics: tuple[str, ...]
+    cluster_id: int
+    score: float
+    """Relevance: minus bm25, higher is better."""
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    query: str
+    total: int
+    hits: tuple[SearchHit, ...]
+
+
+def search(store: "Store", query: str, *, topics: Iterable[str] = (), sources: Iterable[str] = (),
+           since: str | datetime | date | None = None, until: str | datetime | date | None = None,
+           limit: int = 20, count: bool = False) -> SearchResult:
+    """Articles matching `query` (topic rule syntax), best first by bm25, with highlighted snippets.
+
+    Raises `QueryError` (with the position) on a syntax error, `VeilleError` on an unknown filter id.
+    `count=True` also counts every match (a second pass over the index).
+    """
+    from .query import parse_query, to_fts
+
+    if not query.strip():
+        raise QueryError(query, 0, "empty query: give at least one word")
+    node = parse_query(query)
+    match = to_fts(node)
+    where = article_filter(store, topics=topics, sources=sources, since=since, until=until)
+    ranked = store.search_ranked(match, where, max(1, limit), BM25_WEIGHTS)
+    rows = store.articles_by_id([article_id for article_id, _ in ranked])
+    highlighter = Highlighter(node)
+    hits = []
+    for article_id, rank in ranked:
+        row = rows[article_id]
+        hits.append(SearchHit(
+            id=article_id,
+            title=highlighter.mark(row["title"], "title"),
+            snippet=highlighter.snippet(row["summary"], row["text"]),
+            url=row["url"], source_id=row["source_id"], source_name=row["source_name"],
+            published_at=datetime.fromisoformat(row["published_at"].replace("Z", "+00:00")),
+            topics=tuple(filter(None, (row["topics"] or "").split(";"))), cluster_id=row["cluster_id"],
+            score=round(-rank, 4),
+        ))
+    total = store.search_count(match, where) if count else len(hits)
+    return SearchResult(query, total, tuple(hits))
+
+
+class Highlighter:
+    """Marks, in ORIGINAL text, the words a query matched, by running the same normaliser over it.
+
+    FTS5's own snippet() works on the index's folded tokens, so it would show `donnee publique`
+    where the article says `données publiques`.
+    """
+
+    def __init__(self, node: Any) -> None:
+        from .query import query_terms
+
+        self.terms = query_terms(node)
+
+    def spans(self, text: str, field: str) -> list[tuple[int, int]]:
+        from .query import match_spans
+
+        return match_spans(self.terms, text, field)
+
+    def mark(self, text: str, field: str) -> Marked:
+        return Marked(text, tuple(self.spans(text, field)))
+
+    def snippet(self, summary: str, text: str, width: int = 240) -> Marked:
+        """About `width` characters around the first match, in the summary if it has one, else the text."""
+        for field, body in (("summary", summary), ("body", text)):
+            spans = self.spans(body, field) if body else []
+            if spans:
+                return _window(body, spans, width)
+        body = summary or text
+        return _window(body, [], width)
+
+
+def _window(text: str, spans: list[tuple[int, int]], width: int) -> Marked:
+    """Cut `text` to ~`width` characters around the densest group of spans, on word boundaries."""
+    if len(text) <= width:
+        return Marked(text, tuple(spans))
+    if spans:
+        best, best_count = spans[0][0], 0
+        for i, (start, _) in enumerate(spans):
+            inside = sum(1 for s, e in spans[i:] if e <= start + width * 2 // 3)
+            if inside > best_count:
+                best, best_count = start, inside
+        start = max(0, best - width // 3)
+    else:
+        start = 0
+    end = min(len(text), start + width)
+    if start > 0:
+        space = text.find(" ", start)
+        start = space + 1 if 0 <= space < start + 30 else start
+    if end < len(text):
+        space = text.rfind(" ", start, end)
+        end = space if space > start + width // 2 else end
+    prefix = "… " if start > 0 else ""
+    suffix = " …" if end < len(text) else ""
+    shift = len(prefix) - start
+    kept = tuple((s + shift, e + shift) for s, e in spans if s >= start and e <= end)
+    return Marked(prefix + text[start:end].strip("\n") + suffix, kept)
+
+
+# --------------------------------------------------------------------------------------------------
+# Weekly counts and trend charts
+
+
+@dataclass(frozen=True)
+class WeeklyCounts:
+    weeks: tuple[str, ...]
+    """ISO weeks (Europe/Paris), oldest first, every week of the window (zeros included)."""
+    series: dict[str, tuple[int, ...]]
+    """topic id -> articles per week, in digest order."""
+    labels: dict[str, str]
+
+    @property
+    def week_starts(self) -> tuple[date, ...]:
+        return tuple(week_days(w)[0] for w in self.weeks)
+
+
+def weekly_counts(store: "Store", topics: Sequence[str] = (), weeks: int = 26,
+                  end_week: str | None = None) -> WeeklyCounts:
+    """Articles per topic and ISO week over the `weeks` weeks ending with `end_week` (default: this week)."""
+    if weeks < 1:
+        raise ValueError("weeks must be at least 1")
+    end_week = end_week or current_week()
+    parse_week(end_week)
+    labels = store.topic_labels(topics)
+    missing = [t for t in topics if t not in labels]
+    if missing:
+        raise VeilleError(f"unknown topic {', '.join(missing)} in {store.path} "
+                          f"(known topics: {', '.join(store.topic_labels()) or 'none yet'})")
+    if topics:
+        labels = {t: labels[t] for t in dict.fromkeys(topics)}
+    window = tuple(shift_week(end_week, -k) for k in range(weeks - 1, -1, -1))
+    index = {w: i for i, w in enumerate(window)}
+    counts = {t: [0] * weeks for t in labels}
+    for topic_id, week, n in store.weekly_topic_counts(window[0], window[-1], tuple(labels)):
+        if topic_id in counts and week in index:
+            counts[topic_id][index[week]] = n
+    return WeeklyCounts(window, {t: tuple(v) for t, v in counts.items()}, labels)
+
+
+CHART_TOPICS = 8
+"""A chart with more lines than this is unreadable: without --topic, the most frequent topics are kept."""
+
+_MONTHS_SHORT = ("janv.", "févr.", "mars", "avr.", "mai", "juin", "juil.", "août", "sept.", "oct.", "nov.", "déc.")
+_PALETTE = ("#1f5fa8", "#d9480f", "#2b8a3e", "#c2255c", "#6741d9", "#e8a400", "#0c8599", "#5c5f66",
+            "#a61e4d", "#364fc7", "#5c940d", "#862e9c")
+
+
+def trend_chart(store: "Store", topics: Sequence[str] = (), weeks: int = 12, end_week: str | None = None,
+                fmt: Literal["svg", "png"] = "svg", title: str | None = None) -> str | bytes:
+    """A report-ready chart of articles per week and topic: SVG text (embeddable in HTML) or PNG bytes.
+
+    Used by `veille trends` and by the weekly digest's archive page (the last 12 weeks).
+    """
+    counts = weekly_counts(store, topics, weeks, end_week)
+    return render_chart(counts, fmt=fmt, title=title, explicit=bool(topics))
+
+
+def render_chart(counts: WeeklyCounts, fmt: Literal["svg", "png"] = "svg", title: str | None = None,
+                 explicit: bool = False) -> str | bytes:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    series = dict(counts.series)
+    subtitle = ""
+    if not explicit and len(series) > CHART_TOPICS:
+        kept = sorted(series, key=lambda t: -sum(series[t]))[:CHART_TOPICS]
+        subtitle = f"Les {CHART_TOPICS} thématiques les plus citées sur {len(series)}"
+        series = {t: series[t] for t in counts.series if t in kept}
+    first, last = week_days(counts.weeks[0])[0], week_days(counts.weeks[-1])[1]
+    period = f"du {_short_date(first)} {first.year} au {_short_date(last)} {last.year}"
+
+    with matplotlib.rc_context({"svg.hashsalt": "veille", "svg.fonttype": "path", "font.size": 10}):
+        many = len(series) > 4
+        fig = Figure(figsize=(10, 6.2 if many else 5.4), dpi=110)
+        ax = fig.subplots()
+        x = list(range(len(counts.weeks)))
+        for i, (topic_id, values) in enumerate(series.items()):
+            ax.plot(x, values, label=counts.labels.get(topic_id, topic_id), color=_PALETTE[i % len(_PALETTE)],
+                    linewidth=2, marker="o" if len(x) <= 30 else None, markersize=3.5)
+        ax.set_title(title or "Articles par semaine", loc="left", fontsize=14, fontweight="bold", pad=22)
+        ax.text(0, 1.02, " — ".join(filter(None, [period, subtitle])), transform=ax.transAxes, fontsize=9,
+                color="#555555")
+        ax.set_xlabel("Semaine")
+        ax.set_ylabel("Articles")
+        step = max(1, -(-len(x) // 13))
+        ticks = x[::-1][::step][::-1]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([_week_tick(counts.weeks[i]) for i in ticks], fontsize=8)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(bottom=0)
+        ax.set_xlim(-0.5, len(x) - 0.5)
+        ax.grid(axis="y", color="#dddddd", linewidth=0.8)
+        ax.spines[["top", "right"]].set_visible(False)
+        if not series:
+            ax.text(0.5, 0.5, "Aucune thématique", transform=ax.transAxes, ha="center", color="#777777")
+        elif many:
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(3, len(series)), frameon=False,
+                      fontsize=9)
+        else:
+            ax.legend(loc="upper left", frameon=False, fontsize=9)
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        if fmt == "svg":
+            fig.savefig(buffer, format="svg", metadata={"Date": None})
+            svg = buffer.getvalue().decode("utf-8")
+            return svg[svg.index("<svg"):]
+        if fmt == "png":
+            fig.savefig(buffer, format="png", metadata={"Software": None})
+            return buffer.getvalue()
+    raise ValueError(f"unknown chart format {fmt!r}: use svg or png")
+
+
+def _short_date(day: date) -> str:
+    return f"{day.day} {_MONTHS_SHORT[day.month - 1]}" if day.day != 1 else f"1er {_MONTHS_SHORT[day.month - 1]}"
+
+
+def _week_tick(week: str) -> str:
+    monday = week_days(week)[0]
+    return f"S{int(week[-2:])}\n{_short_date(monday)}"
+
+
+def write_trends(store: "Store", out: str | Path, topics: Sequence[str] = (), weeks: int = 26,
+                 end_week: str | None = None) -> Path:
+    """Write the chart to `out`; the format comes from the suffix (.png or .svg)."""
+    out = Path(out)
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt not in ("png", "svg"):
+        raise VeilleError(f"{out}: the chart format comes from the file name; end it with .png or .svg")
+    chart = trend_chart(store, topics, weeks, end_week, fmt=fmt)  # type: ignore[arg-type]
+    _write_atomic(out, chart.encode("utf-8") if isinstance(chart, str) else chart)
+    return out
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Exports
+
+ExportFormat = Literal["csv", "json", "jsonl", "parquet"]
+EXPORT_FORMATS = ("csv", "json", "jsonl", "parquet")
+
+
+def export(store: "Store", out: str | Path, fmt: ExportFormat = "csv", *, topics: Iterable[str] = (),
+           since: str | datetime | date | None = None, until: str | datetime | date | None = None,
+           sources: Iterable[str] = (), with_text: bool = True, excel: bool = False) -> int:
+    """Write the articles (one row each, oldest first) to `out`; returns the number of rows.
+
+    Streamed from the cursor to a `.partial` file renamed at the end, so memory stays flat and a
+    failed export leaves no half file. csv: UTF-8, header, RFC 4180 (`excel=True`: BOM and `;`, what
+    a French Excel opens directly); json: one array, one object per line; jsonl: JSON Lines; parquet:
+    needs pyarrow (`pip install 'veille[analyst]'`).
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise VeilleError(f"unknown export format {fmt!r}: use {', '.join(EXPORT_FORMATS)}")
+    where = article_filter(store, topics=topics, sources=sources, since=since, until=until)
+    columns = EXPORT_COLUMNS if with_text else EXPORT_COLUMNS[:-2]
+    rows = store.export_rows(where, with_text)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    try:
+        if fmt == "parquet":
+            count = _write_parquet(partial, columns, rows)
+        else:
+            with open(partial, "w", encoding="utf-8-sig" if excel and fmt == "csv" else "utf-8",
+                      newline="") as f:
+                count = {"csv": _write_csv, "json": _write_json, "jsonl": _write_jsonl}[fmt](
+                    f, columns, rows, excel)
+        partial.replace(out)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def _write_csv(f: Any, columns: Sequence[str], rows: Iterable[tuple], excel: bool) -> int:
+    writer = csv.writer(f, delimiter=";" if excel else ",")
+    writer.writerow(columns)
+    count = 0
+    for row in rows:
+        writer.writerow(row)
+        count += 1
+    return count
+
+
+def _write_json(f: Any, columns: Sequence[str], rows: Iterable[tuple], excel: bool) -> int:
+    count = 0
+    f.write("[")
+    for row in rows:
+        f.write(",\n" if count else "\n")
+        f.write(json.dumps(_record(columns, row), ensure_ascii=False))
+        count += 1
+    f.write("\n]\n")
+    return count
+
+
+def _write_jsonl(f: Any, columns: Sequence[str], rows: Iterable[tuple], excel: bool) -> int:
+    count = 0
+    for row in rows:
+        f.write(json.dumps(_record(columns, row), ensure_ascii=False))
+        f.write("\n")
+        count += 1
+    return count
+
+
+def _record(columns: Sequence[str], row: tuple) -> dict[str, Any]:
+    record = dict(zip(columns, row))
+    for key in ("topics", "topic_labels"):
+        record[key] = record[key].split("; ") if record[key] else []
+    return record
+
+
+_PARQUET_TYPES = {"article_id": "int64", "cluster_id": "int64", "cluster_size": "int64"}
+
+
+def _write_parquet(path: Path, columns: Sequence[str], rows: Iterable[tuple]) -> int:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise VeilleError("parquet export needs pyarrow: pip install 'veille[analyst]' "
+                          "(or export as csv or json)") from e
+    fields = []
+    for name in columns:
+        if name == "published_at":
+            fields.append(pa.field(name, pa.timestamp("s", tz="UTC")))
+        elif name in ("topics", "topic_labels"):
+            fields.append(pa.field(name, pa.list_(pa.string())))
+        else:
+            fields.append(pa.field(name, getattr(pa, _PARQUET_TYPES.get(name, "string"))()))
+    schema = pa.schema(fields)
+    count = 0
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        batch: list[tuple] = []
+
+        def flush() -> None:
+            data = list(zip(*batch))
+            arrays = []
+            for i, name in enumerate(columns):
+                values = list(data[i])
+                if name == "published_at":
+                    values = [datetime.fromisoformat(v.replace("Z", "+00:00")) for v in values]
+                elif name in ("topics", "topic_labels"):
+                    values = [v.split("; ") if v else [] for v in values]
+                arrays.append(pa.array(values, type=schema.field(name).type))
+            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+            batch.clear()
+
+        for row in rows:
+            batch.append(row)
+            count += 1
+            if len(batch) >= 10_000:
+                flush()
+        if batch:
+            flush()
+    return count
+
+
+# --------------------------------------------------------------------------------------------------
+# Schema descriptions (from the migrations' SQL comments)
+
+
+@dataclass(frozen=True)
+class ObjectDoc:
+    name: str
+    kind: str
+    """table or view"""
+    description: str
+    columns: dict[str, str]
+
+
+EXTRA_TABLE_DESCRIPTIONS: dict[str, str] = {
+    "articles": "One row per article, whatever the number of URLs it was seen under; text is plain.",
+    "members": "Members of the association who receive the weekly digest.",
+    "member_topics": "Topics a member follows when all_topics = 0.",
+}
+
+EXTRA_DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "sources": {
+        "type": "feed (RSS/Atom), html (listing page) or sitemap",
+        "disabled_reason": "why it is disabled (sources.yaml, 410 Gone...), NULL when enabled",
+        "last_attempt_at": "last fetch attempt (UTC)",
+        "consecutive_failures": "failed attempts in a row, 0 when healthy",
+        "created_at": "first seen in sources.yaml (UTC)",
+        "updated_at": "last change of this row (UTC)",
+    },
+    "clusters": {
+        "id": "story id; articles.cluster_id points here",
+        "created_at": "when its first article was stored (UTC)",
+    },
+    "articles": {
+        "id": "article id, stable",
+        "title": "title of the article",
+        "source_id": "sources.id of the source that published it",
+        "author": "author when the page or feed names one",
+        "text_source": "page: extracted from the article page; feed: taken from the feed",
+        "lang": "language code when known (fr, en...)",
+        "cluster_id": "story: near-duplicate articles share it (clusters.id)",
+    },
+    "article_urls": {
+        "url": "one URL the article was seen under",
+        "article_id": "articles.id",
+    },
+    "simhash_bands": {
+        "band": "band number, 0 to 3",
+        "value": "16 bits of the SimHash",
+        "article_id": "articles.id",
+    },
+    "fetch_log": {
+        "id": "attempt id",
+        "source_id": "sources.id",
+        "url": "URL fetched",
+        "started_at": "start of the attempt (UTC)",
+        "duration_ms": "duration of the attempt in milliseconds",
+        "bytes": "bytes received",
+        "new_count": "new articles stored by this attempt",
+        "updated_count": "articles whose text changed",
+    },
+    "http_cache": {
+        "url": "URL fetched",
+        "etag": "ETag the server gave",
+        "last_modified": "Last-Modified the server gave",
+        "updated_at": "when the validators were stored (UTC)",
+    },
+    "topics": {
+        "id": "slug from topics.yaml",
+        "label": "label shown in digests",
+        "position": "order in topics.yaml = order of the digest's sections",
+        "updated_at": "last change of this row (UTC)",
+    },
+    "topic_versions": {
+        "topic_id": "topics.id",
+        "rule_hash": "sha256 of the normalised rule",
+        "rule_json": "the rule as JSON",
+        "created_at": "when this version was first seen (UTC)",
+    },
+    "article_topics": {
+        "article_id": "articles.id",
+        "topic_id": "topics.id",
+        "score": "title 3, summary 2, body 1 for each keyword found",
+        "hits": "JSON list of {keyword, field, text}: why the article has the topic",
+        "tagged_at": "when it was tagged (UTC)",
+    },
+    "article_tagging": {
+        "article_id": "articles.id",
+        "topic_id": "topics.id",
+        "rule_hash": "rule version the article was last checked against",
+    },
+    "members": {
+        "id": "member id",
+        "email": "email address (personal data: hidden from Datasette)",
+        "name": "name (personal data: hidden from Datasette)",
+        "organisation": "local authority or body the member belongs to",
+        "active": "0 once unsubscribed",
+        "unsubscribe_token": "secret of the one-click unsubscribe link (hidden from Datasette)",
+        "created_at": "subscription time (UTC)",
+        "updated_at": "last change (UTC)",
+    },
+    "member_topics": {
+        "member_id": "members.id",
+        "topic_id": "topics.id the member follows (used when all_topics = 0)",
+    },
+    "digests": {
+        "built_at": "when the digest was built (UTC)",
+        "articles": "articles in the digest",
+    },
+    "deliveries": {
+        "week": "ISO week of the digest",
+        "member_id": "members.id",
+        "status": "pending, sending, sent, written (outbox file), failed (retryable), bounced, empty",
+        "message_id": "Message-ID of the email",
+        "attempts": "SMTP attempts",
+        "error": "last error",
+        "articles": "articles in this member's email",
+        "updated_at": "last change (UTC)",
+    },
+    "scheduler_jobs": {
+        "last_status": "ok, error, missed or interrupted",
+        "last_run_at": "start of the last run (UTC)",
+        "last_error": "message of the last failure",
+        "last_duration_ms": "duration of the last run in milliseconds",
+        "updated_at": "last change (UTC)",
+    },
+}
+"""Descriptions of columns whose migration shipped without a comment (migrations are never edited)."""
+
+HIDDEN_FROM_DATASETTE = {"members": ("email", "name", "unsubscribe_token")}
+"""Personal data and secrets that `veille archive serve` reads as NULL whatever the SQL."""
+
+_CREATE = re.compile(r"CREATE\s+(?:VIRTUAL\s+)?(TABLE|VIEW)\s+(?:IF\s+NOT\s+EXISTS\s+)?[\"`\[]?(\w+)", re.I)
+_ALTER = re.compile(r"ALTER\s+TABLE\s+(\w+)\s+ADD\s+(?:COLUMN\s+)?(\w+)", re.I)
+_DROP = re.compile(r"DROP\s+(TABLE|VIEW)\s+(?:IF\s+EXISTS\s+)?(\w+)", re.I)
+_NOT_COLUMNS = {"primary", "unique", "check", "foreign", "constraint", "create", "select", "from", "join"}
+
+
+def schema_docs() -> dict[str, ObjectDoc]:
+    """Tables and views with their descriptions, read from the migrations' comments (later wins)."""
+    from .store import _split_sql
+    from .store.schema import MIGRATIONS
+
+    docs: dict[str, ObjectDoc] = {}
+    for _number, _name, sql in MIGRATIONS:
+        for statement in _split_sql(sql):
+            lines = statement.splitlines()
+            lead = []
+            while lines and lines[0].lstrip().startswith("--"):
+                lead.append(lines.pop(0).lstrip()[2:].strip())
+            code = "\n".join(lines)
+            if m := _DROP.match(code):
+                docs.pop(m.group(2), None)
+                continue
+            if m := _ALTER.match(code):
+                comment = _trailing_comment(code.splitlines()[0])
+                if m.group(1) in docs and comment:
+                    docs[m.group(1)].columns[m.group(2)] = comment
+                continue
+            m = _CREATE.match(code)
+            if not m:
+                continue
+            kind, name = m.group(1).lower(), m.group(2)
+            columns: dict[str, str] = {}
+            for line in lines[1:]:
+                comment = _trailing_comment(line)
+                if not comment:
+                    continue
+                body = line[: _comment_start(line)].strip()
+                if kind == "table":
+                    first = re.match(r"[\"`\[]?(\w+)", body)
+                    column = first.group(1) if first else None
+                else:
+                    last = re.search(r"(\w+)\W*$", body)
+                    column = last.group(1) if last else None
+                if column and column.lower() not in _NOT_COLUMNS:
+                    columns.setdefault(column, comment)
+            docs[name] = ObjectDoc(name, kind, " ".join(lead), columns)
+    for table, text in EXTRA_TABLE_DESCRIPTIONS.items():
+        if table in docs and not docs[table].description:
+            docs[table] = ObjectDoc(table, docs[table].kind, text, docs[table].columns)
+    for table, extra in EXTRA_DESCRIPTIONS.items():
+        if table in docs:
+            for column, text in extra.items():
+                docs[table].columns.setdefault(column, text)
+    return docs
+
+
+def _comment_start(line: str) -> int:
+    """Index of the first `--` that is not inside a quoted SQL string, or len(line)."""
+    quoted = False
+    for i, char in enumerate(line):
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and line.startswith("--", i):
+            return i
+    return len(line)
+
+
+def _trailing_comment(line: str) -> str:
+    return line[_comment_start(line) + 2:].strip() if _comment_start(line) < len(line) else ""
+
+
+# --------------------------------------------------------------------------------------------------
+# Ready queries (Datasette canned queries, also printed in docs/schema.md)
+
+
+@dataclass(frozen=True)
+class CannedQuery:
+    name: str
+    title: str
+    description: str
+    sql: str
+
+
+CANNED_QUERIES: tuple[CannedQuery, ...] = (
+    CannedQuery(
+        "search", "Full-text search",
+        "Same syntax as `veille search` and topic rules: phrases in quotes, OR, NOT, parentheses, prefix*, "
+        "title:, NEAR/n; accents and plurals folded. Only in `veille archive serve` (veille_match() is "
+        "registered there).",
+        """SELECT a.id, a.published_at, s.name AS source, a.title, a.url
+FROM articles_fts f
+JOIN articles a ON a.id = f.rowid
+JOIN sources s ON s.id = a.source_id
+WHERE articles_fts MATCH veille_match(:query)
+ORDER BY bm25(articles_fts, 10.0, 4.0, 1.0)
+LIMIT 100"""),
+    CannedQuery(
+        "articles_per_topic_per_week", "Articles per topic per week",
+        "Weekly counts (ISO weeks, Europe/Paris) of every topic since a week such as 2026-W01.",
+        """SELECT week, topic_id, topic_label, articles
+FROM topic_weekly_counts
+WHERE week >= :since_week
+ORDER BY week, topic_id"""),
+    CannedQuery(
+        "top_sources_per_topic", "Top sources of a topic",
+        "Which sources write most about a topic, and when they last did.",
+        """SELECT s.name AS source, count(*) AS articles, max(a.published_at) AS last_published_at
+FROM article_topics t
+JOIN articles a ON a.id = t.article_id
+JOIN sources s ON s.id = a.source_id
+WHERE t.topic_id = :topic
+GROUP BY a.source_id
+ORDER BY articles DESC
+LIMIT 20"""),
+    CannedQuery(
+        "co_occurring_topics", "Topics that co-occur",
+        "Pairs of topics given to the same articles, most frequent first.",
+        """SELECT x.topic_id AS topic, y.topic_id AS other_topic, count(*) AS articles
+FROM article_topics x
+JOIN article_topics y ON y.article_id = x.article_id AND y.topic_id > x.topic_id
+GROUP BY x.topic_id, y.topic_id
+ORDER BY articles DESC
+LIMIT 50"""),
+    CannedQuery(
+        "story_sources", "A story's sources",
+        "Every article of a story (a cluster of near-duplicates), in order of publication.",
+        """SELECT a.published_at, s.name AS source, a.title, a.url
+FROM articles a
+JOIN sources s ON s.id = a.source_id
+WHERE a.cluster_id = :cluster_id
+ORDER BY a.published_at, a.id"""),
+    CannedQuery(
+        "most_covered_stories", "Most covered stories",
+        "Stories carried by the most sources since a date (YYYY-MM-DD).",
+        """SELECT cluster_id, title, sources, articles, first_published_at
+FROM stories
+WHERE last_published_at >= :since
+ORDER BY sources DESC, articles DESC
+LIMIT 30"""),
+    CannedQuery(
+        "topic_articles", "Articles of a topic in a period",
+        "Articles of one topic published in [since, until) (dates YYYY-MM-DD, UTC), best score first.",
+        """SELECT published_at, source_name, title, score, url
+FROM articles_with_topics
+WHERE topic_id = :topic AND published_at >= :since AND published_at < :until
+ORDER BY score DESC, published_at DESC"""),
+    CannedQuery(
+        "why_tagged", "Why an article has its topics",
+        "Score and matched keywords (with context) of every topic of one article.",
+        """SELECT t.topic_id, t.score, h.value ->> 'keyword' AS keyword, h.value ->> 'field' AS field,
+       h.value ->> 'text' AS context
+FROM article_topics t, json_each(t.hits) h
+WHERE t.article_id = :article_id
+ORDER BY t.score DESC"""),
+    CannedQuery(
+        "articles_without_topic", "Recent articles without any topic",
+        "What the topics miss: recent articles no rule tagged, newest first.",
+        """SELECT a.published_at, s.name AS source, a.title, a.url
+FROM articles a
+JOIN sources s ON s.id = a.source_id
+WHERE a.published_at >= :since
+  AND NOT EXISTS (SELECT 1 FROM article_topics t WHERE t.article_id = a.id)
+ORDER BY a.published_at DESC
+LIMIT 200"""),
+    CannedQuery(
+        "topic_growth", "Topics growing or shrinking",
+        "Articles of each topic over the last 12 weeks against the 12 weeks before.",
+        """SELECT t.id AS topic, t.label,
+       sum(c.published_at >= strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-84 days')) AS last_12_weeks,
+       sum(c.published_at < strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-84 days')) AS previous_12_weeks
+FROM topics t
+LEFT JOIN topic_article_weeks c ON c.topic_id = t.id
+  AND c.published_at >= strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-168 days')
+WHERE t.active = 1
+GROUP BY t.id
+ORDER BY last_12_weeks - previous_12_weeks DESC"""),
+    CannedQuery(
+        "articles_per_source_per_month", "Articles per source per month",
+        "Monthly volume of every source (months in UTC).",
+        """SELECT substr(a.published_at, 1, 7) AS month, s.name AS source, count(*) AS articles
+FROM articles a
+JOIN sources s ON s.id = a.source_id
+GROUP BY month, a.source_id
+ORDER BY month DESC, articles DESC"""),
+    CannedQuery(
+        "sources_needing_attention", "Sources needing attention",
+        "Failing or disabled sources, and those silent for more than 14 days.",
+        """SELECT source_id, name, state, consecutive_failures, last_reason, last_error, days_since_new
+FROM source_health
+WHERE state IN ('failing', 'disabled') OR days_since_new > 14
+ORDER BY state, consecutive_failures DESC"""),
+    CannedQuery(
+        "deliveries_per_week", "Digest deliveries per week",
+        "How each week's digest was delivered, by status.",
+        """SELECT week, status, count(*) AS members, sum(articles) AS articles
+FROM deliveries
+GROUP BY week, status
+ORDER BY week DESC, status"""),
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Datasette
+
+FACETS = {"articles": ["source_id"], "articles_with_topics": ["source_name", "topic_id"],
+          "articles_overview": ["source_name"], "source_health": ["state"], "topic_weekly_counts": ["topic_id"]}
+
+
+def datasette_metadata(store: "Store", database: str) -> dict[str, Any]:
+    """Datasette metadata: descriptions from the schema comments, canned queries, FTS and facets."""
+    docs = schema_docs()
+    objects = store.schema_objects()
+    tables: dict[str, Any] = {}
+    for name in objects:
+        doc = docs.get(name)
+        entry: dict[str, Any] = {}
+        if doc and doc.description:
+            entry["description"] = doc.description
+        if doc and doc.columns:
+            entry["columns"] = {c: d for c, d in doc.columns.items() if c in objects[name][1]}
+        if name in FACETS:
+            entry["facets"] = FACETS[name]
+        if name == "articles":
+            entry.update(fts_table="articles_fts", fts_pk="id", sort_desc="published_at")
+        elif name in ("articles_with_topics", "articles_overview"):
+            entry.update(fts_table="articles_fts", fts_pk="article_id")
+        if name in HIDDEN_FROM_DATASETTE or name in ("simhash_bands", "http_cache", "article_urls"):
+            entry["hidden"] = True
+        tables[name] = entry
+    return {
+        "title": "veille: press archive",
+        "description": "Articles collected by veille for the association, their topics, stories and sources. "
+                       "Read-only. Search uses the topic rule syntax; see docs/schema.md.",
+        "databases": {
+            database: {
+                "tables": tables,
+                "queries": {q.name: {"sql": q.sql, "title": q.title, "description": q.description}
+                            for q in CANNED_QUERIES},
+            }
+        },
+    }
+
+
+def veille_match(text: str) -> str:
+    """The FTS5 MATCH expression of a query in veille syntax (SQL function for Datasette)."""
+    from .query import parse_query, to_fts
+
+    try:
+        return to_fts(parse_query(text))
+    except QueryError as e:
+        raise ValueError(str(e).replace("\n", " ")) from e
+
+
+class _DatasettePlugin:
+    """Registered into Datasette by `serve`: veille's query syntax in SQL, and privacy.
+
+    `escape_fts` is replaced (after Datasette's own, hence trylast) so the table search box speaks the
+    veille syntax against the normalised index; the authorizer blanks members' personal data.
+    """
+
+    def __init__(self) -> None:
+        from datasette import hookimpl
+
+        def prepare_connection(conn: Any) -> None:
+            conn.create_function("veille_match", 1, veille_match, deterministic=True)
+            conn.create_function("escape_fts", 1, veille_match, deterministic=True)
+            conn.set_authorizer(_authorizer)
+
+        self.prepare_connection = hookimpl(trylast=True)(prepare_connection)
+
+
+def _authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+    import sqlite3
+
+    if action == sqlite3.SQLITE_READ and arg2 in HIDDEN_FROM_DATASETTE.get(arg1 or "", ()):
+        return sqlite3.SQLITE_IGNORE
+    return sqlite3.SQLITE_OK
+
+
+def serve(db: str | Path, port: int = 8001, host: str = "127.0.0.1") -> None:
+    """Run Datasette on the archive, read-only, until interrupted."""
+    try:
+        import uvicorn
+        from datasette.app import Datasette
+        from datasette.plugins import pm
+    except ImportError as e:
+        raise VeilleError("`veille archive serve` needs Datasette: pip install 'veille[analyst]'") from e
+    from .store import Store
+
+    db = Path(db).resolve()
+    with Store.open(db, readonly=True) as store:
+        metadata = datasette_metadata(store, db.stem)
+    if not pm.has_plugin("veille"):
+        pm.register(_DatasettePlugin(), name="veille")
+    ds = Datasette(
+        [str(db)], metadata=metadata, cors=False,
+        settings={"sql_time_limit_ms": 5000, "facet_time_limit_ms": 2000, "suggest_facets": False,
+                  "allow_download": False, "default_page_size": 50, "max_returned_rows": 5000},
+    )
+    import asyncio
+
+    asyncio.run(ds.invoke_startup())
+    uvicorn.run(ds.app(), host=host, port=port, log_level="warning", lifespan="on")
+
+
+# --------------------------------------------------------------------------------------------------
+# docs/schema.md reference section
+
+
+def schema_markdown(store: "Store") -> str:
+    """The reference part of docs/schema.md: every table and view of `store` with its columns."""
+    docs = schema_docs()
+    objects = store.schema_objects()
+    out: list[str] = []
+    for kind, heading in (("table", "Tables"), ("view", "Views")):
+        out.append(f"### {heading}\n")
+        for name, (object_kind, columns) in objects.items():
+            if object_kind != kind:
+                continue
+            doc = docs.get(name)
+            out.append(f"#### `{name}`\n")
+            if doc and doc.description:
+                out.append(f"{doc.description}\n")
+            out.append("| column | meaning |\n| --- | --- |")
+            for column in columns:
+                text = (doc.columns.get(column, "") if doc else "").replace("|", "\\|")
+                out.append(f"| `{column}` | {text} |")
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def canned_markdown() -> str:
+    """The ready-queries part of docs/schema.md."""
+    out = []
+    for q in CANNED_QUERIES:
+        out.append(f"### {q.title} (`{q.name}`)\n\n{q.description}\n\n```sql\n{q.sql}\n```\n")
+    return "\n".join(out)
+
+
+__all__ = [
+    "search", "SearchResult", "SearchHit", "Marked", "Highlighter", "weekly_counts", "WeeklyCounts",
+    "trend_chart", "render_chart", "write_trends", "export", "EXPORT_FORMATS", "parse_when", "article_filter",
+    "schema_docs", "datasette_metadata", "serve", "CANNED_QUERIES", "schema_markdown", "canned_markdown",
+]
