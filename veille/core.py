@@ -118,9 +118,12 @@ class Watch:
 
     def load_topics(self) -> list["Topic"]:
         if self._topics is None:
-            from .tag import load_topics
+            if not self.topics_path.exists():
+                self._topics = []
+            else:
+                from .tag import load_topics
 
-            self._topics = load_topics(self.topics_path) if self.topics_path.exists() else []
+                self._topics = load_topics(self.topics_path)
         return self._topics
 
     def reload(self) -> None:
