@@ -3,14 +3,16 @@
 One command: `.venv/bin/python bench/archive.py [--articles N]`. It generates a synthetic archive of N
 articles (default 100,000) spread over two years, with French press vocabulary about local authorities
 and their digital transition, tags them by direct inserts into article_topics, caches the database in a
-temp dir (keyed by N and the schema version), then times the library calls analysts use and prints a
+temp dir (keyed by N and the schema), then times the library calls analysts use and prints a
 table with the targets of the issue beside the measures.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import random
 import statistics
 import sys
@@ -221,7 +223,8 @@ def generate(path: Path, n: int, seed: int = 7) -> None:
 def archive_path(n: int) -> Path:
     folder = Path(tempfile.gettempdir()) / "veille-bench-archive"
     folder.mkdir(exist_ok=True)
-    path = folder / f"archive-{n}-v{len(MIGRATIONS)}.db"
+    schema = hashlib.sha256("".join(sql for _n, _name, sql in MIGRATIONS).encode()).hexdigest()[:10]
+    path = folder / f"archive-{n}-{schema}.db"
     if not path.exists():
         partial = path.with_suffix(".partial")
         for leftover in folder.glob(partial.name + "*"):
@@ -236,17 +239,25 @@ def archive_path(n: int) -> Path:
     return path
 
 
-QUERIES = [
+TYPICAL = [
     ("2 terms", "fibre optique", {}),
+    ("2 terms", "conseillers numériques", {}),
     ("3 terms", "collectivité cyberattaque hôpital", {}),
+    ("3 terms", "budget primitif commune", {}),
     ("phrase", '"données publiques"', {}),
-    ("OR + NOT", "(rançongiciel OR ransomware) NOT ANSSI", {}),
-    ("prefix", "numéri* inclusion", {}),
-    ("title:", "title:smart city", {}),
+    ("phrase", '"transport à la demande"', {}),
     ("--topic", "conseillers numériques", {"topics": ["inclusion-numerique"]}),
     ("--source", "budget", {"sources": ["localtis"]}),
     ("--since", "intelligence artificielle", {"since": "2026-06-01"}),
-    ("NEAR", "NEAR(mutualisation syndicat, 5)", {}),
+]
+"""The issue's "typical queries (2-3 terms, a phrase, a filter)": the p95 target applies to these."""
+
+OTHER = [
+    ("OR + NOT", "(rançongiciel OR ransomware) NOT ANSSI", {}),
+    ("prefix", "numéri* inclusion", {}),
+    ("title:", "title:smart city", {}),
+    ("NEAR", "mutualisation NEAR/5 syndicat", {}),
+    ("1 common word", "budget", {}),
 ]
 
 
@@ -267,22 +278,26 @@ def main() -> None:
     store = Store.open(path, readonly=True)
     rows: list[tuple[str, str, str, str]] = []
 
-    timings: list[float] = []
-    per_query: list[tuple[str, float, int]] = []
-    for label, text, filters in QUERIES:
-        found = 0
-        runs = []
-        for _ in range(args.repeat):
-            started = time.perf_counter()
-            found = len(archive.search(store, text, limit=20, **filters).hits)
-            runs.append(time.perf_counter() - started)
-        timings.extend(runs)
-        per_query.append((label, statistics.median(runs), found))
-    for label, median, found in per_query:
-        rows.append((f"search {label} (p50, {found} hits)", f"{median * 1000:.1f} ms", "", ""))
-    rows.append(("search p50, all queries", f"{_percentile(timings, 0.5) * 1000:.1f} ms", "", ""))
-    p95 = _percentile(timings, 0.95) * 1000
-    rows.append(("search p95, all queries", f"{p95:.1f} ms", "<= 30 ms", "ok" if p95 <= 30 else "MISSED"))
+    def measure(queries: list) -> list[float]:
+        timings: list[float] = []
+        for label, text, filters in queries:
+            runs = []
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                result = archive.search(store, text, limit=20, **filters)
+                runs.append(time.perf_counter() - started)
+            timings.extend(runs)
+            rows.append((f"  search {label}: {text} ({result.total:,} matches)",
+                         f"{statistics.median(runs) * 1000:.1f} ms", "", "p50"))
+        return timings
+
+    archive.search(store, "échauffement")  # imports and caches, not what an analyst waits for twice
+    typical = measure(TYPICAL)
+    p95 = _percentile(typical, 0.95) * 1000
+    rows.append(("search p50, typical queries", f"{_percentile(typical, 0.5) * 1000:.1f} ms", "", ""))
+    rows.append(("search p95, typical queries", f"{p95:.1f} ms", "<= 30 ms", "ok" if p95 <= 30 else "MISSED"))
+    other = measure(OTHER)
+    rows.append(("search p95, other queries (no target)", f"{_percentile(other, 0.95) * 1000:.1f} ms", "", ""))
 
     runs = []
     for _ in range(10):
@@ -304,7 +319,9 @@ def main() -> None:
     store.close()
 
     width = max(len(r[0]) for r in rows)
-    print(f"\nArchive benchmark: {args.articles:,} articles over 2 years ({path})\n")
+    print(f"\nArchive benchmark: {args.articles:,} articles over 2 years ({path})")
+    print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores; "
+          f"search: median of {args.repeat} runs per query, limit 20, snippets included\n")
     print(f"{'measure'.ljust(width)}  {'result':>10}  {'target':>10}  status")
     for name, value, target, status in rows:
         print(f"{name.ljust(width)}  {value:>10}  {target:>10}  {status}")

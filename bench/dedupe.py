@@ -7,7 +7,8 @@ topics x 2 different articles), lightly edited copies the way regional sites rep
 (byline, a sentence added or removed, subscription boilerplate, a few words changed, a shortened cut),
 then measures, for each threshold, how many copy/original pairs fall within it (recall) and how many
 pairs of different articles do too (precision), with same-topic pairs reported apart: they are the
-hard negatives (same subject, same vocabulary, different text).
+hard negatives (same subject, same vocabulary, different text). When ../shared/data/articles is
+present, its reference texts join the negatives (unrelated real articles).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import json
 import re
 import sys
 from itertools import combinations
+from math import comb
+from statistics import mean
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -23,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from veille import dedupe  # noqa: E402
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "pages" / "dispatches.json"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "articles"
 SENTENCE = re.compile(r"(?<=[.!?»])\s+(?=[A-ZÀ-ÖØ-Þ«])")
 
 BYLINE = "Par Sophie Marchal, correspondante régionale. Publié le 12 février à 7 h 30, mis à jour à 9 h 02."
@@ -64,6 +68,22 @@ def variants(article: dict, other_title: str) -> dict[str, str]:
     }
 
 
+def real_articles() -> list[str]:
+    """Reference texts of the developer article set (read, never copied): more unrelated negatives."""
+    texts = []
+    for path in sorted(SHARED.glob("*/*.json")) if SHARED.is_dir() else []:
+        truth = json.loads(path.read_text(encoding="utf-8"))
+        text = truth.get("articleBody") or "\n\n".join(truth.get("with") or [])
+        if len(text.split()) >= 100:
+            texts.append(text)
+    return texts
+
+
+def tail(k: int, p: float) -> float:
+    """P(Hamming <= k) between unrelated hashes if each bit differs with probability p."""
+    return sum(comb(64, i) * p ** i * (1 - p) ** (64 - i) for i in range(k + 1))
+
+
 def main() -> None:
     articles = json.loads(FIXTURE.read_text(encoding="utf-8"))
     hashes = {a["id"]: dedupe.simhash(a["text"]) for a in articles}
@@ -75,11 +95,13 @@ def main() -> None:
             h = dedupe.simhash(text)
             positives.setdefault(kind, []).append(dedupe.hamming(h, hashes[article["id"]]))
             docs.append((article["id"], article["topic"], h))
+    for i, text in enumerate(real_articles()):  # unrelated real articles, if the developer set is here
+        docs.append((f"real-{i}", "real", dedupe.simhash(text)))
     same_topic, other_topic = [], []
     for (id_a, topic_a, h_a), (id_b, topic_b, h_b) in combinations(docs, 2):
-        if id_a == id_b:
+        if id_a == id_b or not h_a or not h_b:
             continue
-        (same_topic if topic_a == topic_b else other_topic).append(dedupe.hamming(h_a, h_b))
+        (same_topic if topic_a == topic_b != "real" else other_topic).append(dedupe.hamming(h_a, h_b))
 
     print(f"{len(articles)} dispatches, {sum(map(len, positives.values()))} copy/original pairs, "
           f"{len(same_topic)} same-topic and {len(other_topic)} other-topic pairs of different articles "
@@ -88,12 +110,15 @@ def main() -> None:
     for kind, distances in positives.items():
         print(f"{kind:32} {' '.join(f'{d:2d}' for d in sorted(distances))}")
     print(f"{'different, same topic (min)':32} {min(same_topic)}")
-    print(f"{'different, other topic (min)':32} {min(other_topic)}\n")
+    print(f"{'different, other topic (min)':32} {min(other_topic)}")
+    p = mean(same_topic + other_topic) / 64
+    print(f"{'different, all (mean)':32} {mean(same_topic + other_topic):.1f} bits (p = {p:.2f} per bit)\n")
 
     all_pos = [d for kind, ds in positives.items() for d in ds]
     core_pos = [d for kind, ds in positives.items() if not kind.startswith("shortened") for d in ds]
     negatives = same_topic + other_topic
-    print(f"{'threshold':>9} {'recall':>7} {'recall*':>8} {'FP same':>8} {'FP other':>9} {'precision':>10}")
+    print(f"{'threshold':>9} {'recall':>7} {'recall*':>8} {'FP same':>8} {'FP other':>9} {'precision':>10} "
+          f"{'P(false)/pair':>14}")
     for t in range(0, 17):
         tp = sum(d <= t for d in all_pos)
         fp_same = sum(d <= t for d in same_topic)
@@ -101,9 +126,9 @@ def main() -> None:
         precision = tp / (tp + fp_same + fp_other) if tp + fp_same + fp_other else 1.0
         marker = "  <- NEAR_DUPLICATE_BITS" if t == dedupe.NEAR_DUPLICATE_BITS else ""
         print(f"{t:9d} {tp / len(all_pos):7.3f} {sum(d <= t for d in core_pos) / len(core_pos):8.3f} "
-              f"{fp_same:8d} {fp_other:9d} {precision:10.3f}{marker}")
+              f"{fp_same:8d} {fp_other:9d} {precision:10.3f} {tail(t, p):14.1e}{marker}")
     print("\nrecall*: without the shortened cut (a different length is a different text for SimHash).")
-    print(f"negatives: {len(negatives)} pairs; precision counts each pair once.")
+    print(f"negatives: {len(negatives)} pairs; P(false)/pair: binomial tail for unrelated texts at the mean p.")
 
 
 if __name__ == "__main__":

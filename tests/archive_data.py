@@ -51,8 +51,8 @@ ARTICLES = [
      {"open-data": 8}),
     ("hopital-brest", "ouest", 2, "Cyberattaque : l'hôpital de Brest paralysé par un rançongiciel",
      "Les urgences fonctionnent en mode dégradé depuis samedi.",
-     "Un rançongiciel a chiffré une partie des serveurs du centre hospitalier. L'ANSSI est sur place. "
-     "Les équipes ont ressorti le papier et les crayons ; la cybersécurité des hôpitaux revient au cœur "
+     "Un rançongiciel a chiffré une partie des serveurs du centre hospitalier. L'ANSSI est sur place.\n\n"
+     "Les équipes ont ressorti le \"papier\" et les crayons ; la cybersécurité des hôpitaux revient au cœur "
      "des débats du conseil de surveillance.",
      {"cybersecurite": 6}),
     ("fibre-finistere", "localtis", 3, "Le très haut débit arrive dans les communes rurales du Finistère",
@@ -82,7 +82,7 @@ ARTICLES = [
     ("jeu-video", "ouest", 23, "Un jeu vidéo sur la cybersécurité pour sensibiliser les collégiens",
      "Le département du Morbihan lance un serious game.",
      "Dans ce jeu vidéo, les élèves déjouent des tentatives d'hameçonnage. La cybersécurité s'apprend "
-     "aussi en jouant.",
+     "aussi en jouant. Les fiches pédagogiques sont reprises du site cyber.gouv.fr/anssi.",
      {"cybersecurite": 2}),
     ("cyber-communes", "gazette", 24, "Les petites communes face aux cyberattaques",
      "Une commune sur dix a déjà subi une cyberattaque.",

@@ -46,6 +46,8 @@ class Handler(BaseHTTPRequestHandler):
         owner = self.server.owner
         path = self.path
         owner.requests.append(Request(self.command, path, {k.lower(): v for k, v in self.headers.items()}))
+        if owner.on_request is not None:  # tests that must act at an exact request (kill points)
+            owner.on_request(owner.requests[-1])
         route = owner.routes.get(path) or owner.routes.get(path.split("?", 1)[0])
         if route is None:
             self.send_simple(404, b"not found")
@@ -101,6 +103,7 @@ class FixtureServer:
         assert host.startswith("127."), "fixtures are only ever served on loopback"
         self.routes: dict[str, Route] = {}
         self.requests: list[Request] = []
+        self.on_request: Callable[[Request], None] | None = None
         self._httpd = _Server((host, 0), Handler)
         self._httpd.owner = self
         self.host, self.port = self._httpd.server_address[:2]

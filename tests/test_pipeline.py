@@ -302,3 +302,35 @@ def test_killed_pass_then_rerun_loses_and_duplicates_nothing(http_server, tmp_pa
 
     assert snapshot(killed_db) == snapshot(clean_db)
     assert len(snapshot(clean_db)) == 4 + 0  # the slow page is the same story under six URLs
+
+
+def test_run_is_the_main_job_fetch_tag_and_outbox(http_server, tmp_path, monkeypatch):
+    """`veille run` on embedded defaults: local SQLite file, digest and outbox written under digests/."""
+    from datetime import datetime, timedelta, timezone
+
+    from .corpus import Story
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    fresh = [Story(s.slug, s.title, s.lead, s.paragraphs, now - timedelta(minutes=5 + i), s.author)
+             for i, s in enumerate(STORIES)]
+    items = publish(http_server, fresh)
+    http_server.serve("/feed.xml", rss(items), content_type="application/rss+xml")
+    write_sources(tmp_path / "sources.yaml", feed_entry("hebdo", http_server.url("/feed.xml")))
+    (tmp_path / "topics.yaml").write_text((ROOT / "topics.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    env = {"VEILLE_ALLOW_PRIVATE": "1", "VEILLE_WORKERS": "1", "VEILLE_POLITENESS_DELAY": "0"}
+    runner = CliRunner()
+    assert runner.invoke(main, ["members", "add", "elue@mairie-exemple.fr", "--name", "Claire Élue"],
+                         env=env).exit_code == 0
+    result = runner.invoke(main, ["run"], env=env)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "veille.db").exists()
+    weeks = list((tmp_path / "digests").iterdir())
+    assert len(weeks) == 1
+    index = (weeks[0] / "index.html").read_text(encoding="utf-8")
+    assert fresh[0].title.replace("'", "&#39;") in index or fresh[0].title in index
+    emails = list((weeks[0] / "outbox").glob("*.eml"))
+    assert len(emails) == 1
+    assert "outbox" in result.output and "index.html" in result.output
+    again = runner.invoke(main, ["run"], env=env)
+    assert again.exit_code == 0 and "0 new" in again.output

@@ -262,3 +262,509 @@ def test_job_that_raises_is_logged_with_traceback_and_recorded(tmp_path, setting
         assert job.last_status == "ok" and job.last_error is None
     finally:
         daemon.shutdown()
+
+
+def test_missed_digest_is_the_last_fire_within_grace_not_yet_delivered(store, settings):
+    from veille.schedule import missed_digest_week
+
+    tuesday = datetime(2026, 12, 1, 9, 0, tzinfo=PARIS)  # the day after the Monday 07:30 digest
+    settings = settings.replace(digest_cron="30 7 * * mon", digest_grace=timedelta(days=2))
+    assert missed_digest_week(store, settings, tuesday) is None  # nobody to send it to
+    claire, _ = store.upsert_member("claire@mairie-exemple.fr", "Claire")
+    marc, _ = store.upsert_member("marc@agglo-exemple.fr", "Marc")
+    monday_0730 = datetime(2026, 11, 30, 7, 30, tzinfo=PARIS)
+    assert missed_digest_week(store, settings, tuesday) == ("2026-W48", monday_0730)
+    assert missed_digest_week(store, settings.replace(digest_grace=timedelta(hours=12)), tuesday) is None
+    store.set_delivery("2026-W48", claire.id, "sent", message_id="<1@veille>")
+    store.set_delivery("2026-W48", marc.id, "failed", error="451 greylisted")
+    assert missed_digest_week(store, settings, tuesday) == ("2026-W48", monday_0730)  # resumed: only Marc left
+    store.set_delivery("2026-W48", marc.id, "sent", message_id="<2@veille>")
+    assert missed_digest_week(store, settings, tuesday) is None
+
+
+def test_staff_report_is_mailed_to_staff_when_configured(store, tmp_path, settings):
+    from .smtpserver import SmtpServer
+
+    store.sync_sources(_sources("gazette"))
+    _fail(store, "gazette", 5, datetime.now(timezone.utc) - timedelta(days=1), reason="forbidden")
+    with SmtpServer() as smtp:
+        settings = settings.replace(smtp_host=smtp.host, smtp_port=smtp.port, staff_email="equipe@asso-exemple.fr",
+                                    digests_dir=str(tmp_path / "digests"))
+        report = build_staff_report(store, settings)
+        path, recipient = deliver_staff_report(report, settings)
+    assert recipient == "equipe@asso-exemple.fr" and path.exists()
+    (received,) = smtp.messages
+    assert received.rcpt_tos == ["equipe@asso-exemple.fr"]
+    message = received.message
+    assert message["Subject"].startswith("Veille — rapport d'exploitation, semaine ")
+    assert "| Journal gazette (`gazette`) |" in message.get_content()
+
+
+# --------------------------------------------------------------------------------------------------
+# The daemon as a real process: scheduler.py against the loopback HTTP server (and SMTP server)
+
+import dataclasses  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from typing import Callable  # noqa: E402
+
+from .corpus import STORIES, page, rss  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET_CRON = "0 3 1 1 *"  # 1 January 03:00: never during a test
+
+
+def wait_for(check: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def db_rows(db: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return []
+        raise
+    finally:
+        conn.close()
+
+
+class SchedulerProcess:
+    """`python scheduler.py ...` in a temporary folder, logging JSON lines to a file the test reads."""
+
+    def __init__(self, folder: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
+        self.folder = folder
+        self.db = folder / "veille.db"
+        self.env = {
+            "PATH": os.environ.get("PATH", ""), "VEILLE_ALLOW_PRIVATE": "1", "VEILLE_POLITENESS_DELAY": "0",
+            "VEILLE_WORKERS": "1", "VEILLE_CONNECT_TIMEOUT": "2", "VEILLE_READ_TIMEOUT": "3",
+            "VEILLE_REQUEST_DEADLINE": "6", "VEILLE_DIGEST_CRON": QUIET_CRON, "VEILLE_DIGEST_GRACE": "1s",
+            "VEILLE_MAINTENANCE_CRON": QUIET_CRON, "VEILLE_STAFF_REPORT_CRON": QUIET_CRON, **(env or {}),
+        }
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+        self.log = folder / "scheduler-0.log"
+
+    def start(self) -> "SchedulerProcess":
+        self.log = self.folder / f"scheduler-{len(list(self.folder.glob('scheduler-*.log'))) + 1}.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "scheduler.py"), "--db", str(self.db), "--sources",
+             str(self.folder / "sources.yaml"), "--topics", str(self.folder / "topics.yaml"), "--config",
+             str(self.folder / "veille.yaml"), "--log-format", "json", "--watch-interval", "0.5", *self.args],
+            cwd=self.folder, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"),
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def records(self) -> list[dict]:
+        out = []
+        for line in self.log.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # not a log record (a crash would print a bare traceback): the assertions show it
+        return out
+
+    def wait_log(self, needle: str, timeout: float = 15.0, after: int = 0) -> dict:
+        def find() -> dict | None:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"scheduler exited ({self.proc.returncode}):\n{self.log.read_text()}")
+            return next((r for r in self.records()[after:] if needle in r["message"]), None)
+
+        return wait_for(find, timeout, f"log line {needle!r}")  # type: ignore[return-value]
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then the exit code (the contract: exit 0 within 30 s)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    started: list[SchedulerProcess] = []
+
+    def make(**kwargs: object) -> SchedulerProcess:
+        d = SchedulerProcess(tmp_path, **kwargs)  # type: ignore[arg-type]
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        d.kill()
+
+
+def write_sources(folder: Path, *sources: tuple[str, str], interval: str = "1s") -> None:
+    lines = [f"defaults: {{interval: {interval}, allow_private: true}}", "sources:"]
+    lines += [f"  - {{id: {sid}, name: Journal {sid}, type: feed, url: '{url}'}}" for sid, url in sources]
+    (folder / "sources.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def publish(server, stories, feed: str = "/feed.xml", delay: float = 0.0) -> str:
+    """Serve the stories' pages (each answering after `delay` seconds) and a feed listing them."""
+    items = []
+    for story in stories:
+        path = f"/articles/{story.slug}"
+        body = page(story, server.base).encode()
+        if delay:
+            def slow(handler, body=body) -> None:
+                time.sleep(delay)
+                try:
+                    handler.send_simple(200, body, content_type="text/html; charset=utf-8")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the scheduler was stopped or killed meanwhile: that is the point
+
+            server.handle(path, slow)
+        else:
+            server.serve(path, body)
+        items.append((story, server.url(path)))
+    return server.serve(feed, rss(items), content_type="application/rss+xml")
+
+
+def source_log(db: Path, source_id: str) -> list[tuple]:
+    return db_rows(db, "SELECT status, new_count, reason FROM fetch_log WHERE source_id = ? ORDER BY id", (source_id,))
+
+
+@pytest.mark.slow
+def test_sources_are_polled_at_their_interval_with_conditional_gets(tmp_path, http_server, daemons):
+    from click.testing import CliRunner
+
+    from veille.cli import main
+
+    feed = publish(http_server, STORIES[:2])
+    write_sources(tmp_path, ("hebdo", feed))
+    every_2s = "*/2 * * * * *"
+    first = daemons(env={"VEILLE_MAINTENANCE_CRON": every_2s, "VEILLE_STAFF_REPORT_CRON": every_2s,
+                         "VEILLE_BACKUP_KEEP": "2"}).start()
+    first.wait_log("scheduler started")
+    wait_for(lambda: [r for r in source_log(first.db, "hebdo") if r[0] == 304][2:], what="three 304 passes")
+    log = source_log(first.db, "hebdo")
+    assert log[0] == (200, 2, None) and all(r == (304, 0, None) for r in log[1:])
+    assert db_rows(first.db, "SELECT count(*) FROM articles") == [(2,)]
+    assert all(h.headers.get("if-none-match") for h in http_server.hits("/feed.xml")[1:])
+    first.wait_log("maintenance: backup ")
+    wait_for(lambda: len(list((tmp_path / "backups").glob("veille-*.db"))) == 2, what="two backups kept")
+    first.wait_log("staff report ")
+    (report,) = (tmp_path / "digests").glob("staff-report-*.md")
+    assert "| Journal hebdo (`hebdo`) |" not in report.read_text(encoding="utf-8")  # healthy: not listed
+    assert "- 1 source suivie : 0 en échec" in report.read_text(encoding="utf-8")
+
+    status = CliRunner().invoke(main, ["--db", str(first.db), "--config", str(tmp_path / "veille.yaml"), "status",
+                                       "--json"])
+    data = json.loads(status.output)
+    assert data["scheduler"]["running"] and data["scheduler"]["pid"] == first.pid
+    job = next(j for j in data["jobs"] if j["id"] == "source:hebdo")
+    assert job["schedule"] == "every 1s" and job["last_status"] == "ok" and job["next_run_at"]
+    assert {j["id"] for j in data["jobs"]} == {"source:hebdo", "digest", "maintenance", "staff-report"}
+
+    second = daemons().start()
+    assert second.proc.wait(20) == 1
+    refusal = second.log.read_text(encoding="utf-8")
+    assert f"already running: pid {first.pid} on {socket.gethostname()} since " in refusal
+    assert f"(lock file {first.db}.lock)" in refusal
+
+    assert first.stop() == 0
+    assert first.records()[-1]["message"] == "scheduler stopped"
+    assert db_rows(first.db, "SELECT count(*) FROM scheduler_jobs WHERE next_run_at IS NOT NULL") == [(0,)]
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_pass_exits_0_and_leaves_a_consistent_database(tmp_path, http_server, daemons):
+    feed = publish(http_server, STORIES, delay=1.5)
+    write_sources(tmp_path, ("hebdo", feed), interval="1h")
+    daemon = daemons().start()
+    wait_for(lambda: http_server.hits(f"/articles/{STORIES[0].slug}"), what="the first article page request")
+    assert daemon.stop() == 0
+    messages = [r["message"] for r in daemon.records()]
+    assert any("interrupted by the stop" in m for m in messages), messages
+    assert db_rows(daemon.db, "PRAGMA integrity_check") == [("ok",)]
+    # the pass was cut before its transaction: nothing of it, not even the feed's ETag, was kept
+    assert db_rows(daemon.db, "SELECT count(*) FROM articles") == [(0,)]
+    assert db_rows(daemon.db, "SELECT count(*) FROM http_cache") == [(0,)]
+
+    publish(http_server, STORIES)  # the site is fast again
+    restarted = daemons().start()
+    wait_for(lambda: db_rows(restarted.db, "SELECT count(*) FROM articles") == [(len(STORIES),)], what="articles")
+    assert restarted.stop() == 0
+    titles = sorted(r[0] for r in db_rows(restarted.db, "SELECT title FROM articles"))
+    assert titles == sorted(s.title for s in STORIES)
+
+
+@pytest.mark.slow
+def test_sigkill_then_restart_loses_nothing_and_duplicates_nothing(tmp_path, http_server, daemons):
+    later = [dataclasses.replace(s, slug=f"{s.slug}-suite", title=f"{s.title} (suite)") for s in STORIES]
+    feed_a = publish(http_server, STORIES[:2], "/a.xml")
+    feed_b = publish(http_server, later, "/b.xml", delay=1.0)
+    write_sources(tmp_path, ("alpha", feed_a), ("beta", feed_b))
+    daemon = daemons().start()
+    wait_for(lambda: source_log(daemon.db, "alpha") and http_server.hits(f"/articles/{later[0].slug}"),
+             what="alpha stored and beta's pass under way")
+    daemon.proc.kill()  # SIGKILL: no cleanup at all
+    daemon.proc.wait(10)
+    assert db_rows(daemon.db, "PRAGMA integrity_check") == [("ok",)]
+    before = db_rows(daemon.db, "SELECT count(*) FROM articles WHERE source_id = 'beta'")[0][0]
+    assert before in (0, len(later))  # a source's batch is all or nothing
+
+    publish(http_server, later, "/b.xml")
+    restarted = daemons().start()
+    restarted.wait_log(f"taking over a stale lock left by pid {daemon.pid}")
+    wait_for(lambda: [r for r in source_log(restarted.db, "beta") if r[0] == 304][1:], what="beta up to date")
+    assert restarted.stop() == 0
+    rows = db_rows(restarted.db, "SELECT title, count(*) FROM articles GROUP BY canonical_url")
+    assert sorted(title for title, _ in rows) == sorted(s.title for s in [*STORIES[:2], *later])
+    assert all(n == 1 for _, n in rows)
+
+
+@pytest.mark.slow
+def test_sighup_reloads_sources_and_a_broken_file_keeps_the_old_ones(tmp_path, http_server, daemons):
+    feed_a = publish(http_server, STORIES[:1], "/a.xml")
+    feed_b = publish(http_server, STORIES[1:2], "/b.xml")
+    write_sources(tmp_path, ("alpha", feed_a))
+    daemon = daemons(args=("--watch-interval", "3600")).start()  # only SIGHUP triggers a reload
+    wait_for(lambda: source_log(daemon.db, "alpha"), what="alpha polled")
+
+    (tmp_path / "sources.yaml").write_text(  # a typo on line 4
+        f"sources:\n  - id: alpha\n    name: Alpha\n    intervall: 2s\n    type: feed\n    url: '{feed_a}'\n",
+        encoding="utf-8")
+    mark = len(daemon.records())
+    daemon.signal(signal.SIGHUP)
+    error = daemon.wait_log("configuration NOT reloaded (SIGHUP)", after=mark)
+    assert error["level"] == "error" and error["file"] == str(tmp_path / "sources.yaml") and error["line"] == 4
+    assert "intervall" in error["message"] and "did you mean 'interval'?" in error["message"]
+    polled = len(source_log(daemon.db, "alpha"))
+    wait_for(lambda: len(source_log(daemon.db, "alpha")) > polled + 1, what="alpha still polled")
+
+    write_sources(tmp_path, ("alpha", feed_a), ("beta", feed_b))
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log("configuration reloaded (SIGHUP): 2 sources", after=mark)
+    wait_for(lambda: source_log(daemon.db, "beta"), what="beta polled after the reload")
+    assert daemon.stop() == 0
+
+
+RANSOMWARE = dataclasses.replace(
+    STORIES[1],
+    slug="rancongiciel-agglo-vierzon",
+    title="Un rançongiciel paralyse l'agglomération de Vierzon",
+    lead="Les services de l'agglomération fonctionnent au ralenti depuis l'attaque de vendredi.",
+    paragraphs=(
+        "Les agents de l'agglomération ont découvert vendredi matin que leurs postes de travail étaient chiffrés. "
+        "La collectivité a coupé ses connexions et prévenu l'ANSSI.",
+        "Le président de l'agglomération assure qu'aucune donnée des habitants n'a été publiée à ce stade, et "
+        "promet un retour progressif des services en ligne d'ici la fin du mois.",
+    ),
+)
+TOPICS = """topics:
+  cybersecurite:
+    label: Cybersécurité
+    keywords: [cyberattaque, rançongiciel]
+"""
+
+
+def article_topics(db: Path) -> dict[str, set[str]]:
+    rows = db_rows(db, "SELECT a.title, t.topic_id FROM articles a LEFT JOIN article_topics t ON t.article_id = a.id")
+    out: dict[str, set[str]] = {}
+    for title, topic in rows:
+        out.setdefault(title, set()).update([topic] if topic else [])
+    return out
+
+
+@pytest.mark.slow
+def test_broken_topics_file_is_rejected_and_the_old_rules_keep_working(tmp_path, http_server, daemons):
+    topics = tmp_path / "topics.yaml"
+    topics.write_text(TOPICS, encoding="utf-8")
+    feed = publish(http_server, STORIES)
+    write_sources(tmp_path, ("hebdo", feed))
+    daemon = daemons().start()
+    wait_for(lambda: len(article_topics(daemon.db)) == len(STORIES), what="the first pass")
+    assert article_topics(daemon.db)[STORIES[1].title] == {"cybersecurite"}
+
+    mark = len(daemon.records())
+    topics.write_text(TOPICS + "    keyword: [fuite de données]\n", encoding="utf-8")  # typo on line 5
+    error = daemon.wait_log("configuration NOT reloaded (a configuration file changed)", after=mark)
+    assert error["file"] == str(topics) and error["line"] == 5 and "keyword" in error["message"]
+
+    publish(http_server, [*STORIES, RANSOMWARE])  # the site publishes a new article
+    wait_for(lambda: RANSOMWARE.title in article_topics(daemon.db), what="the new article")
+    assert article_topics(daemon.db)[RANSOMWARE.title] == {"cybersecurite"}  # tagged by the old rules
+
+    topics.write_text(TOPICS + "  inclusion:\n    label: Inclusion numérique\n    keywords: [conseiller numérique]\n",
+                      encoding="utf-8")
+    daemon.wait_log("configuration reloaded (a configuration file changed): 1 sources, 2 topics", after=mark)
+    wait_for(lambda: article_topics(daemon.db)[STORIES[3].title] == {"inclusion"}, what="the archive re-tagged")
+    assert daemon.stop() == 0
+
+
+MEMBERS = ("claire.martin@mairie-exemple.fr", "marc.dupont@agglo-exemple.fr", "sophie.bernard@cc-exemple.fr")
+
+
+def last_week_stories() -> list:
+    """The corpus, re-dated into last week (Paris), so that Monday's digest has something to send."""
+    from veille.digest import previous_week, week_bounds
+
+    start, _ = week_bounds(previous_week(datetime.now(timezone.utc)))
+    return [dataclasses.replace(s, published=start + timedelta(days=1, hours=8 + i)) for i, s in enumerate(STORIES)]
+
+
+def prepare_digest(tmp_path: Path, http_server) -> None:
+    (tmp_path / "topics.yaml").write_text(
+        TOPICS + "  inclusion:\n    label: Inclusion numérique\n    keywords: [conseiller numérique]\n",
+        encoding="utf-8")
+    write_sources(tmp_path, ("hebdo", publish(http_server, last_week_stories())))
+    with Store.open(tmp_path / "veille.db") as store:
+        for email in MEMBERS:
+            store.upsert_member(email, email.split(".")[0].capitalize(), "Collectivité adhérente")
+
+
+def daily_cron(at: datetime) -> str:
+    at = at.astimezone(PARIS)
+    return f"{at.second} {at.minute} {at.hour} * * *"
+
+
+@pytest.mark.slow
+def test_digest_is_sent_at_its_cron_time(tmp_path, http_server, daemons):
+    from .smtpserver import SmtpServer
+
+    prepare_digest(tmp_path, http_server)
+    fire = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=8)
+    with SmtpServer() as smtp:
+        daemon = daemons(env={**smtp.env(), "VEILLE_DIGEST_CRON": daily_cron(fire)}).start()
+        daemon.wait_log("source hebdo: 4 new")
+        assert not smtp.messages
+        sent = daemon.wait_log("digest 20", timeout=20)
+        wait_for(lambda: len(smtp.messages) == len(MEMBERS), what="one message per member")
+        assert daemon.stop() == 0
+    assert datetime.fromisoformat(sent["time"]) >= fire
+    assert sorted(smtp.by_recipient()) == sorted(MEMBERS)
+    assert all(len(messages) == 1 for messages in smtp.by_recipient().values())
+    assert "Cybersécurité" in smtp.messages[0].message.get_body(("plain",)).get_content()
+    assert db_rows(daemon.db, "SELECT status, count(*) FROM deliveries GROUP BY status") == [("sent", 3)]
+
+
+@pytest.mark.slow
+def test_missed_digest_is_sent_once_after_restart_never_twice(tmp_path, http_server, daemons):
+    from .smtpserver import SmtpServer
+
+    prepare_digest(tmp_path, http_server)
+    with SmtpServer() as smtp:
+        first = daemons(env=smtp.env()).start()  # the digest's time is far away: nothing sent
+        first.wait_log("source hebdo: 4 new")
+        assert first.stop() == 0 and not smtp.messages
+
+        # Downtime over the digest's time (30 s ago), still within the grace period: sent at start.
+        missed = {**smtp.env(), "VEILLE_DIGEST_CRON": daily_cron(datetime.now(timezone.utc) - timedelta(seconds=30)),
+                  "VEILLE_DIGEST_GRACE": "1h"}
+        second = daemons(env=missed).start()
+        second.wait_log("was not sent (downtime?): sending it now")
+        wait_for(lambda: len(smtp.messages) == len(MEMBERS), what="the missed digest")
+        second.wait_log("digest 20")
+        second.proc.kill()  # and then a crash
+        second.proc.wait(10)
+
+        third = daemons(env=missed).start()
+        third.wait_log("scheduler started")
+        polled = len(source_log(third.db, "hebdo"))
+        wait_for(lambda: len(source_log(third.db, "hebdo")) >= polled + 2, what="two more passes")
+        assert third.stop() == 0
+    assert not [r for r in third.records() if "was not sent" in r["message"]]
+    assert sorted(smtp.by_recipient()) == sorted(MEMBERS)
+    assert all(len(messages) == 1 for messages in smtp.by_recipient().values())
+
+
+def test_refused_digest_is_retried_within_grace(tmp_path, http_server, caplog):
+    from veille.core import Watch
+    from veille.digest import previous_week
+
+    from .smtpserver import SmtpServer
+
+    prepare_digest(tmp_path, http_server)
+    with socket.socket() as s:  # a port where no SMTP server listens
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    config = tmp_path / "veille.yaml"
+    base = "allow_private: true\npoliteness_delay: 0\nworkers: 1\nsmtp_host: 127.0.0.1\ndigest_grace: 1h\n"
+    config.write_text(base + f"smtp_port: {closed_port}\n", encoding="utf-8")
+    watch = Watch(db=tmp_path / "veille.db", sources=tmp_path / "sources.yaml", topics=tmp_path / "topics.yaml",
+                  config=config)
+    daemon = Daemon(watch, DaemonOptions(catch_up=False, digest_retry=120))
+    try:
+        daemon._sync_jobs()
+        assert watch.fetch().new == len(STORIES)
+        with caplog.at_level(logging.WARNING, logger="veille.schedule"):
+            daemon._job("digest", daemon._send_digest)
+        assert "retrying at" in caplog.text
+        assert next(j for j in daemon.state.scheduler_jobs() if j.id == "digest").last_status == "error"
+        retry = daemon.scheduler.get_job("digest-retry")
+        fire_at = retry.trigger.run_date
+        assert timedelta(seconds=110) < fire_at - datetime.now(timezone.utc) <= timedelta(seconds=120)
+
+        with SmtpServer() as smtp:  # the mail server is back, at its usual address
+            config.write_text(base + f"smtp_port: {smtp.port}\n", encoding="utf-8")
+            watch.reload()
+            retry.func(*retry.args)
+        assert sorted(smtp.by_recipient()) == sorted(MEMBERS)
+        assert next(j for j in daemon.state.scheduler_jobs() if j.id == "digest").last_status == "ok"
+
+        caplog.clear()
+        config.write_text(base + f"smtp_port: {closed_port}\n", encoding="utf-8")
+        watch.reload()
+        daemon.scheduler.remove_job("digest-retry")
+        watch.store.upsert_member("paul.durand@ville-exemple.fr", "Paul")  # joined late: still to be served
+        two_hours_ago = datetime.now(timezone.utc) - timedelta(hours=2)
+        with caplog.at_level(logging.WARNING, logger="veille.schedule"):
+            daemon._job("digest", daemon._send_digest, previous_week(datetime.now(timezone.utc)), two_hours_ago)
+        assert "not retried (past digest_grace)" in caplog.text
+        assert daemon.scheduler.get_job("digest-retry") is None
+    finally:
+        daemon.shutdown()
+
+
+def test_reload_reschedules_changed_sources_and_drops_removed_ones(tmp_path, settings):
+    from veille.core import Watch
+
+    def sources(*items: tuple[str, str]) -> None:
+        (tmp_path / "sources.yaml").write_text("sources:\n" + "".join(
+            f"  - {{id: {sid}, name: Journal {sid}, type: feed, url: 'http://127.0.0.1:9/{sid}.xml', "
+            f"interval: {interval}}}\n" for sid, interval in items), encoding="utf-8")
+
+    sources(("alpha", "1h"), ("beta", "1h"))
+    watch = Watch(db=tmp_path / "veille.db", sources=tmp_path / "sources.yaml", topics=tmp_path / "topics.yaml",
+                  config=None, settings=settings)
+    daemon = Daemon(watch, DaemonOptions(catch_up=False))
+    try:
+        daemon._sync_jobs()
+        daemon.scheduler.start(paused=True)  # jobs planned, none run
+        sources(("alpha", "30m"), ("gamma", "2h"), ("beta-off", "1h"))
+        daemon._reload("test")
+        jobs = {j.id: j for j in daemon.scheduler.get_jobs() if j.id.startswith("source:")}
+        assert set(jobs) == {"source:alpha", "source:gamma", "source:beta-off"}
+        assert jobs["source:alpha"].trigger.interval == timedelta(minutes=30)
+        assert {j.id: j.schedule for j in daemon.state.scheduler_jobs() if j.kind == "source"} == {
+            "source:alpha": "every 30m", "source:gamma": "every 2h", "source:beta-off": "every 1h"}
+    finally:
+        daemon.shutdown()

@@ -238,9 +238,14 @@ class Watch:
 
         started = utcnow()
         sources = self.select_sources(source_ids)
+        _ = self.settings  # every configuration file is validated before the archive is touched
+        topics = self.load_topics()
         self.store.sync_sources(self.load_sources())
-        if self.topics_path.exists():
+        if topics:
+            from .tag import tag_pending
+
             self.sync_topics()
+            tag_pending(self.store, self.tagger)
         async with Fetcher(self.settings) as fetcher:
             tasks = [self._fetch_source(fetcher, s, full_text, respect_backoff) for s in sources]
             results = []
@@ -369,6 +374,21 @@ class Watch:
         except (FetchError, ExtractError, ParseError) as e:
             log.info("source %s: keeping the feed's text for <%s>: %s", source.id, entry.url, e)
             return None, None
+
+    # -- digests -------------------------------------------------------------------------------------
+
+    def send_digest(self, week: str | None = None, *, send: bool = True, member_email: str | None = None,
+                    retry_uncertain: bool = False) -> Any:
+        """Build the week's digest (default: the current ISO week, Paris time) and serve every member once.
+
+        Sends over SMTP when `send` and an SMTP host is configured, else writes the outbox. Idempotent:
+        the deliveries table skips members already served.
+        """
+        from .digest import resolve_week
+        from .mail import deliver_week
+
+        return deliver_week(self.store, resolve_week(week), self.settings, self.load_sources(), send=send,
+                            member_email=member_email, retry_uncertain=retry_uncertain)
 
     # -- probing sources -----------------------------------------------------------------------------
 

@@ -21,9 +21,9 @@ import re
 import tempfile
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from urllib.parse import urlsplit
@@ -49,6 +49,9 @@ SHORT_EXCERPT = 300
 FULL_EXCERPT = 1200
 """Safety cap for `excerpt: full` (the lead of an openly licensed source)."""
 MAX_SENTENCES = 3
+EMAIL_ITEM_BUDGET = 40
+"""Stories in one email at most: a member following many topics gets fewer per section (never under 2),
+so the HTML stays under Gmail's 102 KB clipping; the rest is one click away in the archive page."""
 MAX_KEYWORDS = 6
 
 # --------------------------------------------------------------------------------------------------
@@ -236,6 +239,7 @@ _BOILERPLATE_START = re.compile(  # ... and these only when they open it (a byli
 _INLINE_MORE = re.compile(
     r"\s*(?:\[\s*)?(?:lire\s+la\s+suite|continuer\s+la\s+lecture|read\s+more)\b[^.!?]*?(?:\]|»|…|\.\.\.)?\s*$"
     r"|\s*L['’]article\s.{1,300}?\sest\s+apparu\s+en\s+premier\s+sur\s.{1,200}$", re.I)
+_MAYBE_INLINE_MORE = re.compile(r"suite|lecture|read\s+more|apparu", re.I)
 _SHARE_LINE = re.compile(
     r"^(?:partager|share|facebook|twitter|x|linkedin|whatsapp|e-?mail|imprimer|copier\s+le\s+lien|"
     r"[|·,/•\s])+$", re.I)
@@ -306,7 +310,8 @@ def _lead(text: str, title: str, paragraphs: int) -> str:
     """The first paragraphs of `text` that read as prose: no furniture, no repeated title, no captions."""
     kept = []
     for paragraph in clean_text(text, keep_paragraphs=True).split("\n"):
-        paragraph = _INLINE_MORE.sub("", paragraph).strip()
+        if _MAYBE_INLINE_MORE.search(paragraph):
+            paragraph = _INLINE_MORE.sub("", paragraph).strip()
         if not paragraph or (_is_boilerplate(paragraph) and len(paragraph) < 200):
             continue
         if title and paragraph.casefold().startswith(title.casefold()):
@@ -398,6 +403,10 @@ class Item:
     def topic_ids(self) -> tuple[str, ...]:
         return tuple(t for t, _ in self.scores)
 
+    @property
+    def source_names(self) -> str:
+        return " · ".join(s.name for s in self.sources)
+
     def score(self, topic_id: str) -> int:
         return dict(self.scores).get(topic_id, 0)
 
@@ -483,6 +492,8 @@ class Entry:
 class ViewSection:
     section: Section
     entries: tuple[Entry, ...]
+    more: int
+    """Stories of the section not shown here (in the archive page)."""
 
     @property
     def topic(self) -> Topic:
@@ -518,7 +529,11 @@ class MemberDigest:
 
 def build_digest(store: "Store", week: str, settings: "Settings", sources: Sequence[Source],
                  *, now: datetime | None = None) -> Digest:
-    """Everything the week has for every topic: stories ranked per section, "À la une", counts."""
+    """Everything the week has for every topic: stories ranked per section, "À la une", counts.
+
+    Summaries are extracted only for the stories that are shown (the capped sections and À la une):
+    a story beyond the cap appears by its title only.
+    """
     start, end = week_bounds(week)
     prev_start, prev_end = week_bounds(shift_week(week, -1))
     topics = tuple(Topic(r["id"], clean_text(r["label"]) or r["id"], r["position"]) for r in store.digest_topics())
@@ -527,7 +542,7 @@ def build_digest(store: "Store", week: str, settings: "Settings", sources: Seque
 
     articles = {r["id"]: r for r in store.week_articles(start, end)}
     scores: dict[int, dict[str, int]] = {}
-    keywords: dict[int, dict[str, list[str]]] = {}
+    keywords: dict[int, dict[str, tuple[str, ...]]] = {}
     for row in store.week_tags(start, end):
         if row["article_id"] not in articles or row["topic_id"] not in order:
             continue
@@ -540,27 +555,36 @@ def build_digest(store: "Store", week: str, settings: "Settings", sources: Seque
             clusters.setdefault(row["cluster_id"], []).append(article_id)
     items = [_make_item(key, ids, articles, scores, keywords, order, by_source) for key, ids in clusters.items()]
 
-    counts = Counter(t for per_article in scores.values() for t in per_article)
-    previous = store.week_topic_counts(prev_start, prev_end)
-    sections = []
-    for topic in topics:
-        ranked = sorted(
-            (i for i in items if topic.id in dict(i.scores)),
-            key=lambda i: (-i.score(topic.id), -len(i.sources), -i.published_at.timestamp(), i.key),
-        )
-        cap = settings.section_cap
-        sections.append(Section(topic, counts.get(topic.id, 0), previous.get(topic.id, 0),
-                                tuple(ranked[:cap]), tuple(ranked[cap:])))
+    cap = settings.section_cap
+    ranked: dict[str, list[Item]] = {t.id: [] for t in topics}
+    for item in items:
+        for topic_id in item.topic_ids:
+            ranked[topic_id].append(item)
+    for topic_id, topic_items in ranked.items():
+        topic_items.sort(key=lambda i: (-i.score(topic_id), -len(i.sources), -i.published_at.timestamp(), i.key))
     headlines = sorted(
         (i for i in items if len(i.sources) >= HEADLINE_MIN_SOURCES),
         key=lambda i: (-len(i.sources), -i.total_score, -i.published_at.timestamp(), i.key),
     )[:HEADLINES]
+    shown = {i.key: i for i in headlines} | {i.key: i for t in ranked.values() for i in t[:cap]}
+    summarized = {key: _with_summary(item, articles[item.article_id], by_source) for key, item in shown.items()}
+
+    def final(item: Item) -> Item:
+        return summarized.get(item.key, item)
+
+    counts = Counter(t for per_article in scores.values() for t in per_article)
+    previous = store.week_topic_counts(prev_start, prev_end)
+    sections = tuple(
+        Section(t, counts.get(t.id, 0), previous.get(t.id, 0), tuple(final(i) for i in ranked[t.id][:cap]),
+                tuple(ranked[t.id][cap:]))
+        for t in topics
+    )
     combos = Counter(frozenset(per_article) for per_article in scores.values())
     monday, sunday = week_days(week)
     return Digest(
         week=week, start=monday, end=sunday, built_at=(now or datetime.now(timezone.utc)).replace(microsecond=0),
         title=clean_text(settings.digest_title), archive_url=archive_url(settings, week), topics=topics,
-        headlines=tuple(headlines), sections=tuple(sections), article_count=len(scores),
+        headlines=tuple(final(i) for i in headlines), sections=sections, article_count=len(scores),
         topic_sets=tuple(sorted(combos.items(), key=lambda kv: sorted(kv[0]))),
     )
 
@@ -570,17 +594,19 @@ def archive_url(settings: "Settings", week: str) -> str:
     return f"{settings.public_url.rstrip('/')}/digests/{week}/"
 
 
-def _hit_keywords(hits_json: str) -> list[str]:
+@lru_cache(maxsize=4096)
+def _hit_keywords(hits_json: str) -> tuple[str, ...]:
+    """The distinct keywords of a hits column (many articles share the same few JSON strings)."""
     try:
         hits = json.loads(hits_json or "[]")
     except ValueError:
-        return []
+        return ()
     words: list[str] = []
     for hit in hits if isinstance(hits, list) else []:
         word = clean_text(hit.get("keyword")) if isinstance(hit, dict) and isinstance(hit.get("keyword"), str) else ""
         if word and word not in words:
             words.append(word)
-    return words
+    return tuple(words)
 
 
 def _parse_time(text: str) -> datetime:
@@ -591,8 +617,10 @@ _POLICY_RANK = {"full": 0, "short": 0, "none": 1}
 
 
 def _make_item(key: int, ids: list[int], articles: dict[int, Any], scores: dict[int, dict[str, int]],
-               keywords: dict[int, dict[str, list[str]]], order: dict[str, int],
+               keywords: dict[int, dict[str, tuple[str, ...]]], order: dict[str, int],
                by_source: dict[str, Source]) -> Item:
+    """The story of a cluster, led by its best-scored article (preferring one whose source allows an extract)."""
+
     def rank(article_id: int) -> tuple:
         row = articles[article_id]
         policy = effective_policy(by_source.get(row["source_id"]))
@@ -612,29 +640,37 @@ def _make_item(key: int, ids: list[int], articles: dict[int, Any], scores: dict[
     for article_id in ids:
         for topic_id, score in scores[article_id].items():
             best[topic_id] = max(best.get(topic_id, score), score)
-            for word in keywords.get(article_id, {}).get(topic_id, []):
+            for word in keywords.get(article_id, {}).get(topic_id, ()):
                 if word not in words.setdefault(topic_id, []):
                     words[topic_id].append(word)
     topic_order = sorted(best, key=order.__getitem__)
     published = _parse_time(lead["published_at"])
-    title = cut_on_word(clean_text(lead["title"]), 250) or "(sans titre)"
-    policy = effective_policy(by_source.get(lead["source_id"]))
     return Item(
-        key=key, article_id=lead["id"], title=title, url=safe_url(lead["url"]), published_at=published,
-        date_fr=french_date(published), sources=tuple(item_sources.values()),
-        summary=summarize(lead["summary"], lead["lead"], policy, title),
+        key=key, article_id=lead["id"], title=cut_on_word(clean_text(lead["title"]), 250) or "(sans titre)",
+        url=safe_url(lead["url"]), published_at=published, date_fr=french_date(published),
+        sources=tuple(item_sources.values()), summary="",
         scores=tuple((t, best[t]) for t in topic_order),
         keywords=tuple((t, tuple(words.get(t, ()))) for t in topic_order),
         article_ids=tuple(sorted(ids)),
     )
 
 
+def _with_summary(item: Item, lead: Any, by_source: dict[str, Source]) -> Item:
+    policy = effective_policy(by_source.get(lead["source_id"]))
+    return replace(item, summary=summarize(lead["summary"], lead["lead"], policy, item.title))
+
+
 # --------------------------------------------------------------------------------------------------
 # What one reader sees
 
 
-def digest_view(digest: Digest, topics: frozenset[str] | None, member: "Member | None" = None) -> MemberDigest:
-    """The digest restricted to `topics` (None: all): À la une, then the followed sections in order."""
+def digest_view(digest: Digest, topics: frozenset[str] | None, member: "Member | None" = None,
+                budget: int | None = None) -> MemberDigest:
+    """The digest restricted to `topics` (None: all): À la une, then the followed sections in order.
+
+    With a `budget` (emails), sections share at most that many stories, at least 2 each, at most the
+    section cap; what is left out is counted in `ViewSection.more`.
+    """
     by_id = {t.id: t for t in digest.topics}
     shown: set[int] = set()
 
@@ -646,17 +682,19 @@ def digest_view(digest: Digest, topics: frozenset[str] | None, member: "Member |
 
     headlines = tuple(entry(i) for i in digest.headlines
                       if topics is None or any(t in topics for t in i.topic_ids))
-    sections = tuple(
-        ViewSection(s, tuple(entry(i) for i in s.items))
-        for s in digest.sections if (topics is None or s.topic.id in topics) and s.items
-    )
-    return MemberDigest(digest, member, topics, headlines, sections, digest.count_for(topics))
+    followed = [s for s in digest.sections if (topics is None or s.topic.id in topics) and s.items]
+    per_section = max(2, budget // len(followed)) if budget and followed else None
+    sections = []
+    for s in followed:
+        items = s.items[:per_section] if per_section else s.items
+        sections.append(ViewSection(s, tuple(entry(i) for i in items), len(s.items) - len(items) + len(s.cut)))
+    return MemberDigest(digest, member, topics, headlines, tuple(sections), digest.count_for(topics))
 
 
 def member_digest(digest: Digest, member: "Member") -> MemberDigest | None:
     """The member's share of the digest, or None when nothing they follow happened (no email then)."""
     topics = None if member.topics is None else frozenset(member.topics)
-    view = digest_view(digest, topics, member)
+    view = digest_view(digest, topics, member, budget=EMAIL_ITEM_BUDGET)
     return view if view.sections else None
 
 

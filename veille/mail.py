@@ -35,7 +35,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 from .config import Settings
-from .digest import PARIS, Digest, MemberDigest, build_digest, clean_text, member_digest, render, write_digest
+from .digest import (
+    PARIS, Digest, MemberDigest, build_digest, clean_text, member_digest, plural, render, safe_url, templates,
+    write_digest,
+)
 from .errors import ConfigError, MailError
 from .types import Source
 
@@ -51,11 +54,13 @@ BACKOFF = 2.0
 GIVE_UP_AFTER = 3
 """Members in a row that still get 4xx after their retries: the server is unwell, stop the batch."""
 
-# Member-specific parts are rendered as these markers, so one rendering serves every member who
-# follows the same topics; `_personalise` swaps in the (escaped) values.
+# The layout is rendered once per digest with these markers where member-specific text goes.
 _GREETING = "veille-marker-greeting-8c1f2b"
+_COUNT = "veille-marker-count-8c1f2b"
+_PREHEADER = "veille-marker-preheader-8c1f2b"
 _EMAIL = "veille-marker-email-8c1f2b"
 _UNSUBSCRIBE = "veille-marker-unsubscribe-8c1f2b"
+_BODY = "veille-marker-body-8c1f2b"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -64,7 +69,10 @@ _UNSUBSCRIBE = "veille-marker-unsubscribe-8c1f2b"
 
 def unsubscribe_url(settings: Settings, member: "Member") -> str:
     """One-click unsubscribe endpoint (RFC 8058): POST, or GET for a confirmation page, at the public site."""
-    return f"{settings.public_url.rstrip('/')}/unsubscribe/{member.unsubscribe_token}"
+    url = safe_url(f"{settings.public_url.rstrip('/')}/unsubscribe/{member.unsubscribe_token}")
+    if url is None:
+        raise ConfigError("settings", None, "public_url", f"{settings.public_url!r} is not an http(s) URL")
+    return url
 
 
 def sender(settings: Settings) -> Address:
@@ -99,31 +107,75 @@ def _text_part(body: str, subtype: str) -> EmailMessage:
     return part
 
 
-class _BodyCache:
-    """Rendered (html, text) per digest and set of topics: members who follow the same topics share it."""
+class _Renderer:
+    """Renders the emails of one digest from cached blocks.
 
-    def __init__(self) -> None:
-        self._digest: Digest | None = None
-        self._bodies: dict[tuple, tuple[str, str]] = {}
+    The layout (templates/email.html) is rendered and CSS-inlined once, with markers for what differs
+    per member; each block of _blocks.html (a story, a section heading) is rendered and inlined once
+    and reused for every member who gets it. A member's email is then a join, not a template run:
+    2,000 members cost about as much as their distinct stories.
+    """
 
-    def get(self, md: MemberDigest, settings: Settings) -> tuple[str, str]:
+    def __init__(self, digest: Digest, settings: Settings) -> None:
         import css_inline
 
-        if self._digest is not md.digest:
-            self._digest, self._bodies = md.digest, {}
-        key = (md.topics, settings.organisation)
-        if key not in self._bodies:
-            context = {
-                "md": md, "d": md.digest, "organisation": clean_text(settings.organisation),
-                "greeting": _GREETING, "member_email": _EMAIL, "unsubscribe_url": _UNSUBSCRIBE,
-                "css": render("email.css"),
-            }
-            inliner = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
-            self._bodies[key] = (inliner.inline(render("email.html", **context)), render("email.txt", **context))
-        return self._bodies[key]
+        env = templates()
+        self.digest = digest
+        self.organisation = clean_text(settings.organisation)
+        self.html_blocks = env.get_template("_blocks.html").module
+        self.text_blocks = env.get_template("_blocks.txt").module
+        self.css = render("email.css")
+        context = {
+            "d": digest, "organisation": self.organisation, "css": self.css, "preheader": _PREHEADER,
+            "greeting": _GREETING, "count_text": _COUNT, "member_email": _EMAIL,
+            "unsubscribe_url": _UNSUBSCRIBE, "body": _BODY,
+        }
+        layout = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False).inline(
+            render("email.html", **context))
+        self.html_layout = layout.split(_BODY)
+        self.text_layout = render("email.txt", **context).split(_BODY)
+        assert len(self.html_layout) == 2 and len(self.text_layout) == 2, "email layouts need one body slot"
+        self._inliner = css_inline.CSSInliner(load_remote_stylesheets=False)
+        self._html: dict[tuple, str] = {}
+        self._text: dict[tuple, str] = {}
+
+    def _block(self, key: tuple, name: str, *args: Any) -> tuple[str, str]:
+        html = self._html.get(key)
+        if html is None:
+            html = self._html[key] = self._inliner.inline_fragment(str(getattr(self.html_blocks, name)(*args)),
+                                                                   self.css)
+            self._text[key] = str(getattr(self.text_blocks, name)(*args))
+        return html, self._text[key]
+
+    def bodies(self, md: MemberDigest) -> tuple[str, str]:
+        """(html, text) of the member's email, still with the per-member markers."""
+        blocks: list[tuple[str, str]] = []
+        if md.headlines:
+            blocks.append(self._block(("headlines",), "headlines_head"))
+        for view in ((None, md.headlines), *((s, s.entries) for s in md.sections)):
+            section, entries = view
+            if section is not None:
+                blocks.append(self._block(("section", section.topic.id), "section_head", section.section))
+            for e in entries:
+                blocks.append(self._block(("entry", e.item.key, e.compact, tuple(t.id for t in e.topics)), "entry", e))
+            if section is not None and section.more:
+                url = f"{self.digest.archive_url}#{section.topic.id}"
+                blocks.append(self._block(("more", section.topic.id, section.more), "more", section.more, url))
+        html = self.html_layout[0] + "".join(b[0] for b in blocks) + self.html_layout[1]
+        text = self.text_layout[0] + "".join(b[1] for b in blocks) + self.text_layout[1]
+        return html, text
 
 
-_cache = _BodyCache()
+_renderers: dict[tuple, _Renderer] = {}
+
+
+def _renderer(digest: Digest, settings: Settings) -> _Renderer:
+    key = (id(digest), settings.organisation)
+    renderer = _renderers.get(key)
+    if renderer is None or renderer.digest is not digest:
+        _renderers.clear()  # one digest at a time: the cache lives as long as its delivery run
+        renderer = _renderers[key] = _Renderer(digest, settings)
+    return renderer
 
 
 def _personalise(body: str, values: dict[str, str], escape: bool) -> str:
@@ -140,10 +192,12 @@ def render_email(md: MemberDigest, settings: Settings, *, now: datetime | None =
     name = clean_text(member.name)
     values = {
         _GREETING: f"Bonjour {name}," if name else "Bonjour,",
+        _COUNT: plural(md.article_count, "article"),
+        _PREHEADER: md.preheader,
         _EMAIL: member.email,
         _UNSUBSCRIBE: unsubscribe_url(settings, member),
     }
-    html_body, text_body = _cache.get(md, settings)
+    html_body, text_body = _renderer(md.digest, settings).bodies(md)
     msg = EmailMessage()
     msg["Subject"] = clean_text(md.subject)
     msg["From"] = sender(settings)
@@ -153,9 +207,10 @@ def render_email(md: MemberDigest, settings: Settings, *, now: datetime | None =
         msg["Reply-To"] = Address(display_name=clean_text(reply_name), addr_spec=reply_addr)
     msg["Date"] = format_datetime((now or datetime.now(timezone.utc)).astimezone(PARIS))
     msg["Message-ID"] = message_id(md.digest.week, member, settings)
-    mailto = parseaddr(settings.unsubscribe_mailto or "")[1] or sender(settings).addr_spec
-    msg["List-Unsubscribe"] = (f"<mailto:{mailto}?subject=unsubscribe%20{member.unsubscribe_token}>, "
-                               f"<{unsubscribe_url(settings, member)}>")
+    # Set raw and folded at the comma: the email package would otherwise turn a URI longer than a
+    # line into an RFC 2047 encoded-word, which no client recognises as List-Unsubscribe.
+    msg.set_raw("List-Unsubscribe", f"<mailto:{_unsubscribe_mailto(settings)}?subject=unsubscribe%20"
+                                    f"{member.unsubscribe_token}>,\n <{unsubscribe_url(settings, member)}>")
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["List-Id"] = f"<digest.{sender(settings).domain}>"
     msg["X-Veille-Week"] = md.digest.week
@@ -166,9 +221,20 @@ def render_email(md: MemberDigest, settings: Settings, *, now: datetime | None =
     return msg
 
 
+_WIRE = SMTP_POLICY.clone(refold_source="none")
+
+
 def message_bytes(msg: EmailMessage) -> bytes:
-    """The message as sent on the wire: CRLF line endings, 7-bit clean."""
-    return msg.as_bytes(policy=SMTP_POLICY)
+    """The message as sent on the wire: CRLF line endings, 7-bit clean, raw headers kept as folded."""
+    return msg.as_bytes(policy=_WIRE)
+
+
+def _unsubscribe_mailto(settings: Settings) -> str:
+    value = parseaddr(settings.unsubscribe_mailto or "")[1] or sender(settings).addr_spec
+    if not re.fullmatch(r"[A-Za-z0-9.!#$%&'*+/=^_`{|}~-]+@[A-Za-z0-9.-]+", value):
+        raise ConfigError("settings", None, "unsubscribe_mailto", f"{value!r} is not a plain email address",
+                          "set VEILLE_UNSUBSCRIBE_MAILTO to an address that handles unsubscriptions")
+    return value
 
 
 # --------------------------------------------------------------------------------------------------
@@ -527,3 +593,43 @@ def _send_one(store: "Store", session: SmtpSession, week: str, member: "Member",
         tally.sent.append(member.email)
         return "sent"
     return "failed"
+
+
+def send_text(settings: Settings, to: str, subject: str, text: str, *, retries: int = RETRIES,
+              backoff: float = BACKOFF) -> str:
+    """Send one plain-text email (the staff report) over SMTP; returns its Message-ID.
+
+    Raises `MailError` when no SMTP host is configured, or the server refuses or stays unreachable.
+    """
+    from email.utils import make_msgid
+
+    if not settings.smtp_host:
+        raise MailError(to, "no SMTP server configured (set VEILLE_SMTP_HOST)", permanent=True)
+    from_address = sender(settings)
+    msg = EmailMessage()
+    msg["Subject"] = clean_text(subject)
+    msg["From"] = from_address
+    msg["To"] = Address(addr_spec=to.strip())
+    msg["Date"] = format_datetime(datetime.now(timezone.utc).astimezone(PARIS))
+    msg["Message-ID"] = make_msgid(domain=from_address.domain)
+    msg["MIME-Version"] = "1.0"
+    msg["Content-Type"] = 'text/plain; charset="utf-8"'
+    msg["Content-Transfer-Encoding"] = "quoted-printable"
+    msg.set_payload(binascii.b2a_qp(text.encode("utf-8"), istext=True).decode("ascii"))
+    session = SmtpSession(settings)
+    try:
+        for attempt in range(retries + 1):
+            try:
+                session.send(from_address.addr_spec, to.strip(), message_bytes(msg), lambda: True)
+                return msg["Message-ID"]
+            except _Uncertain as e:
+                raise MailError(to, f"{e}; it may have been delivered", permanent=False) from e
+            except (_Permanent, _SenderRefused) as e:
+                raise MailError(to, str(e), permanent=True, code=e.code) from e
+            except _Transient as e:
+                if attempt == retries or isinstance(e, _Unreachable):
+                    raise MailError(to, str(e), permanent=False, code=e.code) from e
+                time.sleep(backoff * 2 ** attempt)
+    finally:
+        session.close()
+    raise AssertionError("unreachable")

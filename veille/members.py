@@ -26,9 +26,11 @@ _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 
 def normalise_email(value: str) -> str:
-    """The address with its domain lower-cased; ValueError saying what is wrong otherwise.
+    """The address, lower-cased; ValueError saying what is wrong otherwise.
 
-    ASCII only (no SMTPUTF8): an internationalised domain must be given in its punycode form.
+    Lower-cased whole: mailbox names are case-insensitive in practice, and one spelling per member
+    keeps lists and outbox file names stable. ASCII only (no SMTPUTF8): an internationalised domain
+    must be given in its punycode form.
     """
     email = (value or "").strip()
     if not email:
@@ -45,7 +47,7 @@ def normalise_email(value: str) -> str:
         raise ValueError(f"{email!r} is not an email address (invalid part before @)")
     if len(labels) < 2 or not all(_LABEL.match(label) for label in labels) or labels[-1].isdigit():
         raise ValueError(f"{email!r} is not an email address (invalid domain {domain!r})")
-    return f"{local}@{domain.rstrip('.').lower()}"
+    return f"{local}@{domain.rstrip('.')}".lower()
 
 
 def parse_topics(value: str | Iterable[str] | None) -> tuple[str, ...] | None:

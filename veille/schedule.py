@@ -27,6 +27,7 @@ import random
 import re
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -277,9 +278,12 @@ def setup_logging(fmt: str = "text", file: str | Path | None = None, level: str 
         root.addHandler(handler)
     numeric = logging.getLevelName(level.upper())
     root.setLevel(numeric)
-    # APScheduler says "Running job..." at every run; keep its warnings (missed runs) and errors.
+    # APScheduler says "Running job..." at every run, and warns when a pass outlasts its interval (coalescing
+    # is the intended answer); keep its errors and its missed-run warnings.
     logging.getLogger("apscheduler").setLevel(max(numeric, logging.WARNING) if numeric > logging.DEBUG
                                               else logging.DEBUG)
+    logging.getLogger("apscheduler.scheduler").setLevel(max(numeric, logging.ERROR) if numeric > logging.DEBUG
+                                                        else logging.DEBUG)
     for noisy in ("httpx", "httpcore", "trafilatura", "charset_normalizer"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
 
@@ -468,8 +472,9 @@ def deliver_staff_report(report: StaffReport, settings: "Settings") -> tuple[Pat
 # Missed digest
 
 
-def missed_digest_week(store: "Store", settings: "Settings", now: datetime | None = None) -> str | None:
-    """The week whose digest should have gone out within `digest_grace` and did not, or None.
+def missed_digest_week(store: "Store", settings: "Settings", now: datetime | None = None
+                       ) -> tuple[str, datetime] | None:
+    """The week whose digest should have gone out within `digest_grace` and did not, with that time; or None.
 
     "Did not" is read from the deliveries table only: no delivery row at all for that week (while
     members exist), or rows still pending/failed (a send interrupted or refused, which `send_digest`
@@ -485,8 +490,8 @@ def missed_digest_week(store: "Store", settings: "Settings", now: datetime | Non
     week = previous_week(fire)
     counts = store.delivery_counts(week)
     if not counts:
-        return week if store.active_member_count() else None
-    return week if counts.get("pending") or counts.get("failed") else None
+        return (week, fire) if store.list_members(active_only=True) else None
+    return (week, fire) if counts.get("pending") or counts.get("failed") else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -505,11 +510,14 @@ class DaemonOptions:
     """Seconds a stop waits for running jobs before exiting anyway (SQLite rolls back what was not committed)."""
     catch_up: bool = True
     """Send a digest missed during downtime (within digest_grace) at start."""
+    digest_retry: float = 600.0
+    """Seconds before a refused or interrupted digest batch is tried again (while within digest_grace)."""
 
 
 @dataclass
 class _Running:
-    jobs: dict[str, datetime] = field(default_factory=dict)
+    jobs: dict[int, str] = field(default_factory=dict)
+    """Thread id -> job id of the jobs running now."""
     tasks: set[tuple[asyncio.AbstractEventLoop, asyncio.Task]] = field(default_factory=set)
 
 
@@ -560,11 +568,12 @@ class Daemon:
         self.scheduler.start()
         log.info("scheduler started: %d sources, %d topics, digest %r, database %s", len(sources), len(topics),
                  settings.digest_cron, watch.db_path)
-        if self.options.catch_up:
-            week = missed_digest_week(self.state, settings)
-            if week:
-                log.warning("the digest of %s was not sent (downtime?): sending it now", week)
-                self._add_once("digest-catchup", "digest", self._send_digest, week)
+        missed = missed_digest_week(self.state, settings) if self.options.catch_up else None
+        if missed:
+            week, fire = missed
+            log.warning("the digest of %s due %s was not sent (downtime?): sending it now", week,
+                        fire.isoformat(timespec="seconds"))
+            self._add_once("digest-catchup", "digest", self._send_digest, week, fire)
 
     def run(self) -> int:
         """Block until stopped; returns the exit code (0)."""
@@ -617,14 +626,14 @@ class Daemon:
         with self._cond:
             for loop, task in list(self._running.tasks):
                 loop.call_soon_threadsafe(task.cancel)
-            running = list(self._running.jobs)
+            running = list(self._running.jobs.values())
         if running:
             log.info("stopping: waiting for %s", ", ".join(running))
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         with self._cond:
             self._cond.wait_for(lambda: not self._running.jobs, timeout=self.options.stop_timeout)
-            stuck = list(self._running.jobs)
+            stuck = list(self._running.jobs.values())
         self._save(lambda: self.state.set_next_runs({job_id: None for job_id in self._planned_ids()}))
         if stuck:
             log.warning("still running after %.0f s: %s; exiting anyway, SQLite rolls back what was not committed",
@@ -696,17 +705,20 @@ class Daemon:
             seconds = max(1.0, source.interval.total_seconds())
             jitter = min(seconds * 0.1, 300.0)
             state = health.get(source.id)
-            first = now
+            candidates = [now]
             if state and state.last_attempt_at:
-                first = max(first, state.last_attempt_at + source.interval)
+                candidates.append(state.last_attempt_at + source.interval)
             if state and state.next_attempt_at:
-                first = max(first, state.next_attempt_at)
-            first += timedelta(seconds=random.uniform(0, jitter))  # restarts do not hit every source at once
+                candidates.append(state.next_attempt_at)
+            due = max(candidates)
+            # New and overdue sources start within seconds (the one fetch thread queues them anyway);
+            # the others keep their rhythm, shifted by jitter so restarts do not synchronise them.
+            first = due + timedelta(seconds=random.uniform(0, min(jitter, 1.0) if due == now else jitter))
             self.scheduler.add_job(
                 self._job, IntervalTrigger(seconds=seconds, start_date=first, jitter=jitter, timezone=PARIS),
                 args=(f"source:{source.id}", self._fetch_source, source.id), id=f"source:{source.id}",
                 name=describe_interval(source.interval), executor="fetch", misfire_grace_time=int(seconds),
-                replace_existing=True,
+                next_run_time=first, replace_existing=True,  # the trigger alone would add its jitter again
             )
             self._intervals[source.id] = source.interval
         for job_id, expr, func, grace in (
@@ -762,7 +774,7 @@ class Daemon:
             return
         started, t0 = utcnow(), time.monotonic()
         with self._cond:
-            self._running.jobs[job_id] = started
+            self._running.jobs[threading.get_ident()] = job_id
         status, error = "ok", None
         try:
             func(*args)
@@ -775,7 +787,7 @@ class Daemon:
             log.exception("%s failed: %s", job_id, e, extra={"job": job_id})
         finally:
             with self._cond:
-                self._running.jobs.pop(job_id, None)
+                self._running.jobs.pop(threading.get_ident(), None)
                 self._cond.notify_all()
         job = self.scheduler.get_job(job_id)
         self._save(lambda: self.state.record_job_run(job_id, started, status, error,
@@ -794,7 +806,7 @@ class Daemon:
         """Bookkeeping is best effort: a busy database must not turn into a failed job."""
         try:
             write()
-        except VeilleError as e:
+        except (VeilleError, sqlite3.Error) as e:
             log.warning("could not record the scheduler's state: %s", e)
 
     def _run_async(self, make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
@@ -832,16 +844,43 @@ class Daemon:
             else:
                 log.debug("source %s: %s", r.source_id, r.status, extra=extra)
 
-    def _send_digest(self, week: str | None = None) -> None:
+    def _send_digest(self, week: str | None = None, fire: datetime | None = None) -> None:
+        """Send the week's digest; a refused or interrupted batch is retried while within digest_grace."""
         from .digest import previous_week
         from .store import utcnow
 
-        week = week or previous_week(utcnow())
+        fire = fire or utcnow()
+        week = week or previous_week(fire)
         with self._watch_lock:
             if self._stop.is_set():
                 raise Interrupted()
-            report = self.watch.send_digest(week, send=True)
-        log.info("digest %s: %s", week, report, extra={"job": "digest", "week": week})
+            try:
+                report = self.watch.send_digest(week, send=True)
+            except VeilleError as e:
+                self._retry_digest(week, fire, str(e))
+                raise
+        log.info("digest %s: %d sent, %d written, %d already served, %d without news, %d uncertain, %d failed, "
+                 "%d bounced", week, len(report.sent), len(report.written), len(report.already), len(report.empty),
+                 len(report.uncertain), len(report.failed), len(report.bounced),
+                 extra={"job": "digest", "week": week, "mode": report.mode})
+        if report.failed:
+            self._retry_digest(week, fire, f"{len(report.failed)} deliveries deferred by the SMTP server")
+
+    def _retry_digest(self, week: str, fire: datetime, why: str) -> None:
+        from apscheduler.triggers.date import DateTrigger
+
+        from .store import utcnow
+
+        at = utcnow() + timedelta(seconds=self.options.digest_retry)
+        if at - fire > self.watch.settings.digest_grace:
+            log.error("digest %s: %s; not retried (past digest_grace): run `veille digest --week %s --send` "
+                      "once the problem is fixed", week, why, week, extra={"job": "digest", "week": week})
+            return
+        log.warning("digest %s: %s; retrying at %s", week, why, at.astimezone(PARIS).strftime("%H:%M:%S"),
+                    extra={"job": "digest", "week": week})
+        self.scheduler.add_job(self._job, DateTrigger(at), args=("digest", self._send_digest, week, fire),
+                               id="digest-retry", name="digest-retry", replace_existing=True,
+                               misfire_grace_time=None)
 
     def _maintenance(self) -> None:
         from .store import Store

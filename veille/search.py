@@ -13,6 +13,7 @@ Datasette's metadata and docs/schema.md are both derived from them.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import re
@@ -77,12 +78,14 @@ def article_filter(store: "Store", *, topics: Iterable[str] = (), sources: Itera
     """Validate filters against the archive: an unknown topic or source id is a mistake worth saying."""
     topics, sources = tuple(dict.fromkeys(topics)), tuple(dict.fromkeys(sources))
     if topics:
-        missing = [t for t in topics if t not in store.topic_labels(topics)]
+        known_topics = store.topic_labels(topics)
+        missing = [t for t in topics if t not in known_topics]
         if missing:
             known = ", ".join(store.topic_labels()) or "none yet"
             raise VeilleError(f"unknown topic {', '.join(missing)} in {store.path} (known topics: {known})")
     if sources:
-        missing = [s for s in sources if s not in store.known_source_ids(sources)]
+        known_sources = store.known_source_ids(sources)
+        missing = [s for s in sources if s not in known_sources]
         if missing:
             raise VeilleError(f"unknown source {', '.join(missing)} in {store.path} "
                               "(see `veille status` for source ids)")
@@ -129,6 +132,7 @@ class SearchHit:
     id: int
     title: Marked
     snippet: Marked
+    """Summary or text around the first match, matched words highlighted."""
     url: str
     source_id: str
     source_name: str
@@ -136,93 +140,157 @@ class SearchHit:
     topics: tuple[str, ...]
     cluster_id: int
     score: float
-    """Relevance: minus bm25, higher is better."""
+    """Relevance: minus bm25 (title x10, summary x4, text x1), higher is better."""
 
 
 @dataclass(frozen=True)
 class SearchResult:
     query: str
     total: int
+    """Articles the full-text index selects; exact matching may drop a few of them (see `search`)."""
     hits: tuple[SearchHit, ...]
 
 
 def search(store: "Store", query: str, *, topics: Iterable[str] = (), sources: Iterable[str] = (),
            since: str | datetime | date | None = None, until: str | datetime | date | None = None,
-           limit: int = 20, count: bool = False) -> SearchResult:
-    """Articles matching `query` (topic rule syntax), best first by bm25, with highlighted snippets.
+           limit: int = 20, count: bool = True) -> SearchResult:
+    """The `limit` best articles for `query` (topic rule syntax), by bm25, with highlighted snippets.
 
-    Raises `QueryError` (with the position) on a syntax error, `VeilleError` on an unknown filter id.
-    `count=True` also counts every match (a second pass over the index).
+    The FTS5 index selects and ranks candidates; each is then checked by the topic matcher
+    (`veille.tag.Tagger`), so a result matches exactly as a topic with `query:` would (capitals-only
+    words, plurals, NEAR distances). `total` counts what the index selected (`count=False` skips that
+    second pass: total is then the number of hits). Raises `QueryError` (with the position) on a
+    syntax error and `VeilleError` on an unknown topic or source id.
     """
     from .query import parse_query, to_fts
+    from .tag import Tagger, Topic
 
-    if not query.strip():
-        raise QueryError(query, 0, "empty query: give at least one word")
     node = parse_query(query)
     match = to_fts(node)
+    matcher = Tagger([Topic(id="search", label="search", query=query)])
     where = article_filter(store, topics=topics, sources=sources, since=since, until=until)
-    ranked = store.search_ranked(match, where, max(1, limit), BM25_WEIGHTS)
-    rows = store.articles_by_id([article_id for article_id, _ in ranked])
     highlighter = Highlighter(node)
-    hits = []
-    for article_id, rank in ranked:
-        row = rows[article_id]
-        hits.append(SearchHit(
-            id=article_id,
-            title=highlighter.mark(row["title"], "title"),
-            snippet=highlighter.snippet(row["summary"], row["text"]),
-            url=row["url"], source_id=row["source_id"], source_name=row["source_name"],
-            published_at=datetime.fromisoformat(row["published_at"].replace("Z", "+00:00")),
-            topics=tuple(filter(None, (row["topics"] or "").split(";"))), cluster_id=row["cluster_id"],
-            score=round(-rank, 4),
-        ))
-    total = store.search_count(match, where) if count else len(hits)
+    with store.read_snapshot():
+        hits, total = _search_pages(store, match, where, matcher, highlighter, max(1, limit), count)
     return SearchResult(query, total, tuple(hits))
 
 
-class Highlighter:
-    """Marks, in ORIGINAL text, the words a query matched, by running the same normaliser over it.
+def _search_pages(store: "Store", match: str, where: ArticleFilter, matcher: Any, highlighter: "Highlighter",
+                  limit: int, count: bool) -> tuple[list[SearchHit], int]:
+    page = max(limit + 10, limit * 2)
+    hits: list[SearchHit] = []
+    offset = 0
+    for _ in range(SEARCH_PAGES):
+        ranked = store.search_ranked(match, where, page, offset, BM25_WEIGHTS)
+        rows = store.articles_by_id([article_id for article_id, _ in ranked])
+        for article_id, rank in ranked:
+            row = rows[article_id]
+            if not matcher.match(row["title"], row["summary"], row["text"]):
+                continue
+            hits.append(SearchHit(
+                id=article_id,
+                title=highlighter.mark(row["title"], "title"),
+                snippet=highlighter.snippet(row["summary"], row["text"]),
+                url=row["url"], source_id=row["source_id"], source_name=row["source_name"],
+                published_at=datetime.fromisoformat(row["published_at"].replace("Z", "+00:00")),
+                topics=tuple(filter(None, (row["topics"] or "").split(";"))), cluster_id=row["cluster_id"],
+                score=round(-rank, 4),
+            ))
+            if len(hits) == limit:
+                break
+        if len(hits) == limit or len(ranked) < page:
+            break
+        offset += page
+    if not count:
+        total = len(hits)
+    elif offset == 0 and len(ranked) < page:
+        total = len(ranked)  # the index selected no more than this: no need to count again
+    else:
+        total = store.search_count(match, where)
+    return hits, max(total, len(hits))
 
-    FTS5's own snippet() works on the index's folded tokens, so it would show `donnee publique`
-    where the article says `données publiques`.
+
+SEARCH_PAGES = 5
+"""Pages of candidates checked before giving up filling `limit` (the index rarely over-selects)."""
+
+
+class Highlighter:
+    """Marks, in the ORIGINAL text, the words and phrases of a query, with the topic normaliser.
+
+    Positive terms only (not those under NOT); `title:` terms only in titles. It highlights; deciding
+    whether an article matches is the topic matcher's job.
     """
 
     def __init__(self, node: Any) -> None:
-        from .query import query_terms
+        from .query import Near, surface_forms, terms
 
-        self.terms = query_terms(node)
+        self.phrases: list[tuple[tuple[Any, ...], bool, frozenset[str]]] = []
+        for item in terms(node):
+            for term in (item.left, item.right) if isinstance(item, Near) else (item,):
+                first = term.words[0]
+                forms = frozenset() if first.prefix else frozenset(surface_forms(first.text) or [first.text])
+                self.phrases.append((term.words, term.title, forms))
+
+    def _word_spans(self, folded: Any, field: str) -> list[tuple[int, int]]:
+        """(first, last) word indexes of every occurrence of a query phrase in `folded`."""
+        words = folded.words
+        found = []
+        for phrase, title_only, forms in self.phrases:
+            if title_only and field != "title":
+                continue
+            first, size = phrase[0], len(phrase)
+            starts = ([i for i, w in enumerate(words) if w in forms] if forms
+                      else [i for i, w in enumerate(words) if w.startswith(first.text)])
+            for i in starts:
+                if i + size > len(words):
+                    continue
+                if all(phrase[k].matches(words[i + k]) for k in range(1, size)) and \
+                        all(folded.caps(i + k) for k, w in enumerate(phrase) if w.caps):
+                    found.append((i, i + size - 1))
+        return _merge(found)
 
     def spans(self, text: str, field: str) -> list[tuple[int, int]]:
-        from .query import match_spans
+        """Character spans of the matches in `text`."""
+        from .query import FoldedText
 
-        return match_spans(self.terms, text, field)
+        folded = FoldedText(text)
+        return _merge([folded.span(a, b) for a, b in self._word_spans(folded, field)])
 
     def mark(self, text: str, field: str) -> Marked:
         return Marked(text, tuple(self.spans(text, field)))
 
     def snippet(self, summary: str, text: str, width: int = 240) -> Marked:
-        """About `width` characters around the first match, in the summary if it has one, else the text."""
+        """About `width` characters around the matches, from the summary when it has one, else the text."""
         for field, body in (("summary", summary), ("body", text)):
+            body = " ".join((body or "").split())  # paragraph breaks do not belong in a one-line snippet
             spans = self.spans(body, field) if body else []
             if spans:
                 return _window(body, spans, width)
-        body = summary or text
-        return _window(body, [], width)
+        return _window(" ".join((summary or text or "").split()), [], width)
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(end, out[-1][1]))
+        else:
+            out.append((start, end))
+    return out
 
 
 def _window(text: str, spans: list[tuple[int, int]], width: int) -> Marked:
-    """Cut `text` to ~`width` characters around the densest group of spans, on word boundaries."""
+    """Cut `text` to about `width` characters around its densest group of spans, between words."""
     if len(text) <= width:
         return Marked(text, tuple(spans))
+    start = 0
     if spans:
         best, best_count = spans[0][0], 0
-        for i, (start, _) in enumerate(spans):
-            inside = sum(1 for s, e in spans[i:] if e <= start + width * 2 // 3)
+        for i, (first, _) in enumerate(spans):
+            inside = sum(1 for _s, e in spans[i:] if e <= first + width * 2 // 3)
             if inside > best_count:
-                best, best_count = start, inside
+                best, best_count = first, inside
         start = max(0, best - width // 3)
-    else:
-        start = 0
     end = min(len(text), start + width)
     if start > 0:
         space = text.find(" ", start)
@@ -234,7 +302,7 @@ def _window(text: str, spans: list[tuple[int, int]], width: int) -> Marked:
     suffix = " …" if end < len(text) else ""
     shift = len(prefix) - start
     kept = tuple((s + shift, e + shift) for s, e in spans if s >= start and e <= end)
-    return Marked(prefix + text[start:end].strip("\n") + suffix, kept)
+    return Marked(prefix + text[start:end] + suffix, kept)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -313,8 +381,8 @@ def render_chart(counts: WeeklyCounts, fmt: Literal["svg", "png"] = "svg", title
     period = f"du {_short_date(first)} {first.year} au {_short_date(last)} {last.year}"
 
     with matplotlib.rc_context({"svg.hashsalt": "veille", "svg.fonttype": "path", "font.size": 10}):
-        many = len(series) > 4
-        fig = Figure(figsize=(10, 6.2 if many else 5.4), dpi=110)
+        rows = -(-len(series) // 3) if series else 0
+        fig = Figure(figsize=(10, 5.0 + 0.28 * rows), dpi=110)
         ax = fig.subplots()
         x = list(range(len(counts.weeks)))
         for i, (topic_id, values) in enumerate(series.items()):
@@ -330,17 +398,17 @@ def render_chart(counts: WeeklyCounts, fmt: Literal["svg", "png"] = "svg", title
         ax.set_xticks(ticks)
         ax.set_xticklabels([_week_tick(counts.weeks[i]) for i in ticks], fontsize=8)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylim(bottom=0)
+        top = max((max(v) for v in series.values()), default=0)
+        ax.set_ylim(0, max(1, top * 1.08))
         ax.set_xlim(-0.5, len(x) - 0.5)
         ax.grid(axis="y", color="#dddddd", linewidth=0.8)
         ax.spines[["top", "right"]].set_visible(False)
-        if not series:
-            ax.text(0.5, 0.5, "Aucune thématique", transform=ax.transAxes, ha="center", color="#777777")
-        elif many:
-            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(3, len(series)), frameon=False,
+        if series:
+            # under the plot: it never hides a line, and long French labels have room
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=min(3, len(series)), frameon=False,
                       fontsize=9)
         else:
-            ax.legend(loc="upper left", frameon=False, fontsize=9)
+            ax.text(0.5, 0.5, "Aucune thématique", transform=ax.transAxes, ha="center", color="#777777")
         fig.tight_layout()
         buffer = io.BytesIO()
         if fmt == "svg":
@@ -351,6 +419,23 @@ def render_chart(counts: WeeklyCounts, fmt: Literal["svg", "png"] = "svg", title
             fig.savefig(buffer, format="png", metadata={"Software": None})
             return buffer.getvalue()
     raise ValueError(f"unknown chart format {fmt!r}: use svg or png")
+
+
+def digest_trends_html(store: "Store", week: str, weeks: int = 12) -> str | None:
+    """The trend chart for a digest's archive page (`write_digest(..., trends_html=...)`): an inline,
+    responsive SVG in a <figure> with a French caption; None when the archive has no topic yet.
+    """
+    counts = weekly_counts(store, (), weeks, week)
+    if not counts.series:
+        return None
+    svg = render_chart(counts, fmt="svg")
+    assert isinstance(svg, str)
+    label = f"Articles par semaine et par thématique, {weeks} dernières semaines jusqu'à la semaine {week}"
+    head, rest = svg.split(">", 1)
+    head = re.sub(r'\s(width|height)="[^"]*"', "", head)
+    svg = f'{head} width="100%" role="img" aria-label="{html.escape(label)}">{rest}'
+    return (f'<figure class="trend-chart" style="margin:0">{svg}'
+            f'<figcaption style="font-size:13px;color:#555">{html.escape(label)}</figcaption></figure>')
 
 
 def _short_date(day: date) -> str:
@@ -402,18 +487,18 @@ def export(store: "Store", out: str | Path, fmt: ExportFormat = "csv", *, topics
         raise VeilleError(f"unknown export format {fmt!r}: use {', '.join(EXPORT_FORMATS)}")
     where = article_filter(store, topics=topics, sources=sources, since=since, until=until)
     columns = EXPORT_COLUMNS if with_text else EXPORT_COLUMNS[:-2]
-    rows = store.export_rows(where, with_text)
+    batches = store.export_batches(where, with_text)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     try:
         if fmt == "parquet":
-            count = _write_parquet(partial, columns, rows)
+            count = _write_parquet(partial, columns, batches)
         else:
             with open(partial, "w", encoding="utf-8-sig" if excel and fmt == "csv" else "utf-8",
                       newline="") as f:
                 count = {"csv": _write_csv, "json": _write_json, "jsonl": _write_jsonl}[fmt](
-                    f, columns, rows, excel)
+                    f, columns, batches, excel)
         partial.replace(out)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -421,33 +506,33 @@ def export(store: "Store", out: str | Path, fmt: ExportFormat = "csv", *, topics
     return count
 
 
-def _write_csv(f: Any, columns: Sequence[str], rows: Iterable[tuple], excel: bool) -> int:
+def _write_csv(f: Any, columns: Sequence[str], batches: Iterable[list[tuple]], excel: bool) -> int:
     writer = csv.writer(f, delimiter=";" if excel else ",")
     writer.writerow(columns)
     count = 0
-    for row in rows:
-        writer.writerow(row)
-        count += 1
+    for batch in batches:
+        writer.writerows(batch)
+        count += len(batch)
     return count
 
 
-def _write_json(f: Any, columns: Sequence[str], rows: Iterable[tuple], excel: bool) -> int:
+def _write_json(f: Any, columns: Sequence[str], batches: Iterable[list[tuple]], excel: bool) -> int:
     count = 0
     f.write("[")
-    for row in rows:
-        f.write(",\n" if count else "\n")
-        f.write(json.dumps(_record(columns, row), ensure_ascii=False))
-        count += 1
+    for batch in batches:
+        for row in batch:
+            f.write(",\n" if count else "\n")
+            f.write(json.dumps(_record(columns, row), ensure_ascii=False))
+            count += 1
     f.write("\n]\n")
     return count
 
 
-def _write_jsonl(f: Any, columns: Sequence[str], rows: Iterable[tuple], excel: bool) -> int:
+def _write_jsonl(f: Any, columns: Sequence[str], batches: Iterable[list[tuple]], excel: bool) -> int:
     count = 0
-    for row in rows:
-        f.write(json.dumps(_record(columns, row), ensure_ascii=False))
-        f.write("\n")
-        count += 1
+    for batch in batches:
+        f.write("".join(json.dumps(_record(columns, row), ensure_ascii=False) + "\n" for row in batch))
+        count += len(batch)
     return count
 
 
@@ -461,7 +546,7 @@ def _record(columns: Sequence[str], row: tuple) -> dict[str, Any]:
 _PARQUET_TYPES = {"article_id": "int64", "cluster_id": "int64", "cluster_size": "int64"}
 
 
-def _write_parquet(path: Path, columns: Sequence[str], rows: Iterable[tuple]) -> int:
+def _write_parquet(path: Path, columns: Sequence[str], batches: Iterable[list[tuple]]) -> int:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -478,29 +563,30 @@ def _write_parquet(path: Path, columns: Sequence[str], rows: Iterable[tuple]) ->
             fields.append(pa.field(name, getattr(pa, _PARQUET_TYPES.get(name, "string"))()))
     schema = pa.schema(fields)
     count = 0
-    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
-        batch: list[tuple] = []
 
-        def flush() -> None:
-            data = list(zip(*batch))
+    def grouped() -> Iterable[list[tuple]]:
+        """Row groups of ~20,000 rows: 1,000-row groups would make the file slow to read."""
+        pending: list[tuple] = []
+        for batch in batches:
+            pending.extend(batch)
+            if len(pending) >= 20_000:
+                yield pending
+                pending = []
+        if pending:
+            yield pending
+
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for batch in grouped():
             arrays = []
             for i, name in enumerate(columns):
-                values = list(data[i])
+                values = [row[i] for row in batch]
                 if name == "published_at":
                     values = [datetime.fromisoformat(v.replace("Z", "+00:00")) for v in values]
                 elif name in ("topics", "topic_labels"):
                     values = [v.split("; ") if v else [] for v in values]
                 arrays.append(pa.array(values, type=schema.field(name).type))
             writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
-            batch.clear()
-
-        for row in rows:
-            batch.append(row)
-            count += 1
-            if len(batch) >= 10_000:
-                flush()
-        if batch:
-            flush()
+            count += len(batch)
     return count
 
 
@@ -589,9 +675,14 @@ EXTRA_DESCRIPTIONS: dict[str, dict[str, str]] = {
         "hits": "JSON list of {keyword, field, text}: why the article has the topic",
         "tagged_at": "when it was tagged (UTC)",
     },
+    "articles_fts": {
+        "title": "articles.title, as indexed (search it with MATCH; rowid = articles.id)",
+        "summary": "articles.summary, as indexed",
+        "text": "articles.text, as indexed",
+    },
     "article_tagging": {
         "article_id": "articles.id",
-        "topic_id": "topics.id",
+        "topic_id": "topics.id, or '*' for the whole topic set that last tagged the article",
         "rule_hash": "rule version the article was last checked against",
     },
     "members": {
@@ -658,7 +749,7 @@ def schema_docs() -> dict[str, ObjectDoc]:
                 docs.pop(m.group(2), None)
                 continue
             if m := _ALTER.match(code):
-                comment = _trailing_comment(code.splitlines()[0])
+                comment = _trailing_comment(code.splitlines()[0]) or " ".join(lead)
                 if m.group(1) in docs and comment:
                     docs[m.group(1)].columns[m.group(2)] = comment
                 continue
@@ -879,39 +970,19 @@ def datasette_metadata(store: "Store", database: str) -> dict[str, Any]:
 
 
 def veille_match(text: str) -> str:
-    """The FTS5 MATCH expression of a query in veille syntax (SQL function for Datasette)."""
+    """The FTS5 MATCH expression of a query in veille syntax (SQL function for Datasette).
+
+    SQLite replaces a Python function's exception by "user-defined function raised exception", so a
+    syntax error is returned as an FTS5 column filter on a column named after the error instead: FTS5
+    then fails with "no such column: query error at position 7: ...", which Datasette shows as is.
+    """
     from .query import parse_query, to_fts
 
     try:
-        return to_fts(parse_query(text))
+        return to_fts(parse_query(text or ""))
     except QueryError as e:
-        raise ValueError(str(e).replace("\n", " ")) from e
-
-
-class _DatasettePlugin:
-    """Registered into Datasette by `serve`: veille's query syntax in SQL, and privacy.
-
-    `escape_fts` is replaced (after Datasette's own, hence trylast) so the table search box speaks the
-    veille syntax against the normalised index; the authorizer blanks members' personal data.
-    """
-
-    def __init__(self) -> None:
-        from datasette import hookimpl
-
-        def prepare_connection(conn: Any) -> None:
-            conn.create_function("veille_match", 1, veille_match, deterministic=True)
-            conn.create_function("escape_fts", 1, veille_match, deterministic=True)
-            conn.set_authorizer(_authorizer)
-
-        self.prepare_connection = hookimpl(trylast=True)(prepare_connection)
-
-
-def _authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
-    import sqlite3
-
-    if action == sqlite3.SQLITE_READ and arg2 in HIDDEN_FROM_DATASETTE.get(arg1 or "", ()):
-        return sqlite3.SQLITE_IGNORE
-    return sqlite3.SQLITE_OK
+        message = f"query error at position {e.position + 1}: {e.message}".replace('"', "'")
+        return f'"{message}" : x'
 
 
 def serve(db: str | Path, port: int = 8001, host: str = "127.0.0.1") -> None:
@@ -927,8 +998,10 @@ def serve(db: str | Path, port: int = 8001, host: str = "127.0.0.1") -> None:
     db = Path(db).resolve()
     with Store.open(db, readonly=True) as store:
         metadata = datasette_metadata(store, db.stem)
-    if not pm.has_plugin("veille"):
-        pm.register(_DatasettePlugin(), name="veille")
+    from . import datasette_plugin
+
+    if not pm.is_registered(datasette_plugin):
+        pm.register(datasette_plugin, name="veille")
     ds = Datasette(
         [str(db)], metadata=metadata, cors=False,
         settings={"sql_time_limit_ms": 5000, "facet_time_limit_ms": 2000, "suggest_facets": False,
@@ -966,6 +1039,34 @@ def schema_markdown(store: "Store") -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def update_schema_doc(path: str | Path) -> bool:
+    """Rewrite the generated blocks of docs/schema.md from the code; True if the file changed.
+
+    The blocks sit between `<!-- queries:start/end -->` and `<!-- reference:start/end -->` markers; the
+    prose around them is left alone. The reference comes from a freshly migrated temporary database.
+    """
+    import tempfile
+
+    from .store import Store
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    with tempfile.TemporaryDirectory() as folder:
+        with Store.open(Path(folder) / "schema.db") as store:
+            blocks = {"queries": canned_markdown(), "reference": schema_markdown(store)}
+    new = text
+    for name, block in blocks.items():
+        start, end = f"<!-- {name}:start -->\n", f"<!-- {name}:end -->"
+        if start not in new or end not in new:
+            raise VeilleError(f"{path}: markers {start.strip()} ... {end} not found; add them where the "
+                              f"{name} belong")
+        head, rest = new.split(start, 1)
+        new = head + start + block + end + rest.split(end, 1)[1]
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text
+
+
 def canned_markdown() -> str:
     """The ready-queries part of docs/schema.md."""
     out = []
@@ -976,6 +1077,7 @@ def canned_markdown() -> str:
 
 __all__ = [
     "search", "SearchResult", "SearchHit", "Marked", "Highlighter", "weekly_counts", "WeeklyCounts",
-    "trend_chart", "render_chart", "write_trends", "export", "EXPORT_FORMATS", "parse_when", "article_filter",
+    "trend_chart", "render_chart", "write_trends", "digest_trends_html", "export", "EXPORT_FORMATS", "parse_when", "article_filter",
     "schema_docs", "datasette_metadata", "serve", "CANNED_QUERIES", "schema_markdown", "canned_markdown",
+    "update_schema_doc",
 ]

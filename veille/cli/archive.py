@@ -56,8 +56,9 @@ def search_command(app: App, query: tuple[str, ...], topics: tuple[str, ...], so
     """Full-text search of the archive, best matches first, with the matched words highlighted.
 
     QUERY uses the syntax of topic rules: words (all required), "a phrase", OR, NOT, parentheses,
-    prefix* , title:word, NEAR(a b, 5) / a NEAR/5 b. Accents, case and regular plurals are folded:
-    `donnée publique` finds "données publiques". Quote the query for your shell.
+    prefix*, title:word, a NEAR/5 b. Accents, case and regular plurals are folded: `donnée publique`
+    finds "données publiques"; a word in capitals (RIP) matches only in capitals. Quote the query for
+    your shell: veille search '"smart city" NOT "smart city mag"'.
 
     JSON and CSV mark highlighted words with **double asterisks**.
     """
@@ -78,7 +79,7 @@ def search_command(app: App, query: tuple[str, ...], topics: tuple[str, ...], so
         }, ensure_ascii=False, indent=2))
         return
     if fmt == "csv":
-        writer = csv.writer(click.get_text_stream("stdout"))
+        writer = csv.writer(sys.stdout)
         columns = ["id", "published_at", "source_id", "source", "title", "url", "topics", "score", "snippet"]
         writer.writerow(columns)
         for hit in result.hits:
@@ -89,7 +90,7 @@ def search_command(app: App, query: tuple[str, ...], topics: tuple[str, ...], so
     title = f"{result.total} article{'s' if result.total != 1 else ''} for {result.query}"
     if len(result.hits) < result.total:
         title += f" (best {len(result.hits)})"
-    if not click.get_text_stream("stdout").isatty():
+    if not sys.stdout.isatty():
         table(["date", "source", "title", "snippet", "url"],
               [[_paris_day(h.published_at), h.source_name, h.title.marked(), h.snippet.marked(), h.url]
                for h in result.hits], title=title)
@@ -205,10 +206,15 @@ def serve_command(app: App, port: int) -> None:
 
 
 @archive_group.command("schema")
+@click.option("--update", "doc", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Rewrite the generated blocks of this file (docs/schema.md) from the code instead.")
 @pass_app
-def schema_command(app: App) -> None:
+def schema_command(app: App, doc: Path | None) -> None:
     """Print the reference of every table, view and column (Markdown, as in docs/schema.md)."""
-    from ..search import schema_markdown
+    from ..search import schema_markdown, update_schema_doc
 
+    if doc is not None:
+        click.echo(f"{doc}: {'updated' if update_schema_doc(doc) else 'already up to date'}", err=True)
+        return
     with _open(app) as store:
         click.echo(schema_markdown(store), nl=False)

@@ -14,6 +14,52 @@ from .output import console, json_default, print_json_lines, table
 
 
 @main.command()
+@pass_app
+def run(app: App) -> None:
+    """The main job: one fetch pass, tagging, then this week's digest for every member.
+
+    With no SMTP server configured (VEILLE_SMTP_HOST), the digest and one .eml per member are written
+    to digests/YYYY-Www/. Safe to rerun: nothing is stored or sent twice.
+    """
+    with app.watch() as watch:
+        result = _fetch_with_progress(watch, (), None, show_progress=sys.stderr.isatty())
+        _fetch_table(result)
+        report = watch.send_digest(send=True)
+    click.echo("")
+    click.echo(f"digest {report.week}: {report.articles} articles, folder {report.folder}/")
+    click.echo(f"  archive page: {report.folder}/index.html")
+    if report.mode == "smtp":
+        click.echo(f"  sent: {len(report.sent)}, already served: {len(report.already)}, "
+                   f"failed: {len(report.failed)}")
+    else:
+        click.echo(f"  outbox: {report.outbox}/ ({len(report.written)} emails written; "
+                   "set VEILLE_SMTP_HOST to send them)")
+    click.echo(f"  database: {app.db}")
+
+
+def _fetch_with_progress(watch, source_ids, full_text, show_progress: bool):
+    if not show_progress:
+        return watch.fetch(source_ids or None, full_text=full_text)
+    from rich.progress import Progress
+
+    total = len(watch.select_sources(source_ids))
+    with Progress(console=console(stderr=True), transient=True) as bar:
+        task = bar.add_task("fetching", total=total)
+        return watch.fetch(source_ids or None, full_text=full_text,
+                           progress=lambda r: bar.update(task, advance=1, description=r.source_id))
+
+
+def _fetch_table(result) -> None:
+    rows = [
+        [r.source_id, r.status, r.new, r.updated, _error_cell(r.error, r.reason, r.hint)]
+        for r in result.sources
+    ]
+    table(["source", "status", "new", "updated", "error"], rows,
+          title=f"{result.new} new, {result.updated} updated, {len(result.failed)} failed "
+                f"in {(result.finished_at - result.started_at).total_seconds():.0f} s")
+
+
+@main.command()
 @click.option("--source", "source_ids", multiple=True, metavar="ID", help="Only this source (repeatable).")
 @click.option("--no-full-text", is_flag=True, help="Do not fetch article pages; keep the feeds' text.")
 @click.option("--json", "as_json", is_flag=True, help="Print the pass result as JSON.")
@@ -25,28 +71,13 @@ def fetch(app: App, source_ids: tuple[str, ...], no_full_text: bool, as_json: bo
     what to do); 2 on a configuration error.
     """
     with app.watch() as watch:
-        sources = watch.select_sources(source_ids)
-        show_progress = not as_json and sys.stderr.isatty()
-        if show_progress:
-            from rich.progress import Progress
-
-            with Progress(console=console(stderr=True), transient=True) as bar:
-                task = bar.add_task("fetching", total=len(sources))
-                result = watch.fetch(source_ids or None, full_text=False if no_full_text else None,
-                                     progress=lambda r: bar.update(task, advance=1, description=r.source_id))
-        else:
-            result = watch.fetch(source_ids or None, full_text=False if no_full_text else None)
+        result = _fetch_with_progress(watch, source_ids, False if no_full_text else None,
+                                      show_progress=not as_json and sys.stderr.isatty())
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(result) | {"new": result.new, "updated": result.updated},
                               default=json_default, ensure_ascii=False, indent=2))
         return
-    rows = [
-        [r.source_id, r.status, r.new, r.updated, _error_cell(r.error, r.reason, r.hint)]
-        for r in result.sources
-    ]
-    table(["source", "status", "new", "updated", "error"], rows,
-          title=f"{result.new} new, {result.updated} updated, {len(result.failed)} failed "
-                f"in {(result.finished_at - result.started_at).total_seconds():.0f} s")
+    _fetch_table(result)
 
 
 def _error_cell(error: str | None, reason: str | None, hint: str | None) -> str:

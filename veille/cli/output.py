@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict, is_dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -20,8 +21,7 @@ def console(stderr: bool = False):
 def table(headers: list[str], rows: Iterable[Iterable[Any]], title: str | None = None) -> None:
     """A table a person reads: boxed on a terminal, one tab-separated line per row when piped."""
     rows = [["" if v is None else str(v) for v in row] for row in rows]
-    out = click.get_text_stream("stdout")
-    if out.isatty():
+    if sys.stdout.isatty():
         from rich.table import Table
 
         t = Table(title=title, title_justify="left")

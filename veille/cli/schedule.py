@@ -27,6 +27,8 @@ _DAEMON_OPTIONS = [
                  help="Seconds a stop waits for a running job (a digest being sent) before exiting anyway."),
     click.option("--no-catch-up", is_flag=True,
                  help="Do not send, at start, a digest missed during downtime (within digest_grace)."),
+    click.option("--digest-retry", type=click.FloatRange(1, 86400), default=600.0, show_default=True,
+                 help="Seconds before a digest batch the SMTP server refused is tried again (within digest_grace)."),
 ]
 
 
@@ -37,11 +39,13 @@ def _daemon_options(func: Callable) -> Callable:
 
 
 def _run(db: Path, sources: Path, topics: Path, config: Path, log_format: str, log_file: Path | None,
-         log_level: str, watch_interval: float, stop_timeout: float, no_catch_up: bool) -> None:
+         log_level: str, watch_interval: float, stop_timeout: float, no_catch_up: bool,
+         digest_retry: float) -> None:
     from ..schedule import DaemonOptions, run_daemon, setup_logging
 
     setup_logging(log_format, log_file, log_level)
-    options = DaemonOptions(watch_interval=watch_interval, stop_timeout=stop_timeout, catch_up=not no_catch_up)
+    options = DaemonOptions(watch_interval=watch_interval, stop_timeout=stop_timeout, catch_up=not no_catch_up,
+                            digest_retry=digest_retry)
     raise SystemExit(run_daemon(db, sources, topics, config, options))
 
 

@@ -142,15 +142,19 @@ class Store(ArticlesMixin, TopicsMixin, MembersMixin, DigestsMixin, ArchiveMixin
                                  "retry when it is done)") from e
             try:
                 yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
+            except BaseException as e:
+                if self.conn.in_transaction:  # SQLite already rolled back after a full disk or an I/O error
+                    self.conn.execute("ROLLBACK")
+                if isinstance(e, sqlite3.OperationalError):  # the disk or a lock, not a bug: say what to do
+                    raise StoreError(f"database {self.path}: {e}{_advice(e)}") from e
                 raise
             else:
                 try:
                     self.conn.execute("COMMIT")
                 except sqlite3.OperationalError as e:
-                    self.conn.execute("ROLLBACK")
-                    raise StoreError(f"database {self.path}: commit failed: {e}") from e
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise StoreError(f"database {self.path}: commit failed: {e}{_advice(e)}") from e
 
     def execute(self, sql: str, params: tuple | dict = ()) -> sqlite3.Cursor:
         try:
@@ -164,6 +168,16 @@ class Store(ArticlesMixin, TopicsMixin, MembersMixin, DigestsMixin, ArchiveMixin
     def scalar(self, sql: str, params: tuple | dict = ()) -> object:
         row = self.execute(sql, params).fetchone()
         return row[0] if row else None
+
+
+def _advice(error: sqlite3.Error) -> str:
+    text = str(error)
+    if "full" in text:
+        return (" (free disk space, then run the command again: this transaction was rolled back, "
+                "everything stored before it is intact)")
+    if "locked" in text or "busy" in text:
+        return " (another process holds a write lock; retry when it is done)"
+    return " (this transaction was rolled back; check the disk, then run `PRAGMA integrity_check`)"
 
 
 def _split_sql(script: str) -> list[str]:

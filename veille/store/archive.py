@@ -7,6 +7,7 @@ fragments with `?` placeholders only; ids and dates are always parameters.
 from __future__ import annotations
 
 import sqlite3
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
 
@@ -46,6 +47,36 @@ class ArticleFilter:
             params.append(self.until)
         return (" AND ".join(clauses) or "1"), params
 
+    def id_set(self) -> tuple[str, list[object]]:
+        """A SELECT of the ids of matching articles that reads covering indexes only ('' if no filter).
+
+        Topic and date filters read topic_article_weeks, source and date filters the
+        (source_id, published_at) index: no article row is touched, which matters when a filter keeps
+        thousands of articles.
+        """
+        dates, date_params = [], []
+        if self.since:
+            dates.append("published_at >= ?")
+            date_params.append(self.since)
+        if self.until:
+            dates.append("published_at < ?")
+            date_params.append(self.until)
+        parts: list[str] = []
+        params: list[object] = []
+        if self.topics:
+            marks = ",".join("?" * len(self.topics))
+            parts.append(f"SELECT article_id FROM topic_article_weeks WHERE topic_id IN ({marks})"
+                         + "".join(f" AND {d}" for d in dates))
+            params += [*self.topics, *date_params]
+        if self.sources:
+            marks = ",".join("?" * len(self.sources))
+            parts.append(f"SELECT id FROM articles WHERE source_id IN ({marks})" + "".join(f" AND {d}" for d in dates))
+            params += [*self.sources, *date_params]
+        if not parts and dates:
+            parts.append("SELECT id FROM articles WHERE " + " AND ".join(dates))
+            params += date_params
+        return " INTERSECT ".join(parts), params
+
 
 EXPORT_COLUMNS = (
     "article_id", "published_at", "week", "source_id", "source_name", "title", "url", "author", "lang",
@@ -54,6 +85,24 @@ EXPORT_COLUMNS = (
 
 
 class ArchiveMixin:
+    @contextmanager
+    def read_snapshot(self: "Store") -> Iterator[None]:
+        """Several SELECTs that see one state of the archive, though the scheduler commits meanwhile.
+
+        A deferred BEGIN on the read-only connection pins the WAL snapshot until the end of the block;
+        it never takes a write lock, so the scheduler is not held up.
+        """
+        with self._lock:
+            if self.conn.in_transaction:
+                yield
+                return
+            self.conn.execute("BEGIN DEFERRED")
+            try:
+                yield
+            finally:
+                if self.conn.in_transaction:
+                    self.conn.execute("COMMIT")
+
     # -- lookups ------------------------------------------------------------------------------------
 
     def topic_labels(self: "Store", topic_ids: Sequence[str] = ()) -> dict[str, str]:
@@ -72,31 +121,34 @@ class ArchiveMixin:
 
     # -- search -------------------------------------------------------------------------------------
 
-    def search_ranked(self: "Store", match: str, where: ArticleFilter, limit: int,
+    def search_ranked(self: "Store", match: str, where: ArticleFilter, limit: int, offset: int,
                       weights: tuple[float, float, float]) -> list[tuple[int, float]]:
-        """(article id, bm25) of the best matches, best first.
+        """(article id, bm25) of the best full-text matches, best first.
 
-        Only ids and ranks go through the sort: carrying titles and texts of every match would make a
-        common word cost as much as reading the whole archive.
+        Only ids and ranks go through the sort (texts of every match would make a common word cost as
+        much as reading the archive). Filters are a `+rowid IN (...)` set: the unary plus keeps SQLite
+        from handing it to FTS5 as rowid lookups, which would rerun the whole query once per article.
         """
-        condition, params = where.where("a")
+        ids, params = where.id_set()
+        restrict = f"AND +f.rowid IN ({ids}) " if ids else ""
         sql = (
-            "SELECT f.rowid AS id, bm25(articles_fts, ?, ?, ?) AS rank FROM articles_fts f "
-            f"JOIN articles a ON a.id = f.rowid WHERE articles_fts MATCH ? AND {condition} "
-            "ORDER BY rank, f.rowid LIMIT ?"
+            "SELECT f.rowid, bm25(articles_fts, ?, ?, ?) AS rank FROM articles_fts f "
+            f"WHERE articles_fts MATCH ? {restrict}ORDER BY rank, f.rowid LIMIT ? OFFSET ?"
         )
         try:
-            rows = self.conn.execute(sql, (*weights, match, *params, limit)).fetchall()
+            rows = self.conn.execute(sql, (*weights, match, *params, limit, offset)).fetchall()
         except sqlite3.OperationalError as e:
             raise StoreError(f"database {self.path}: full-text search failed: {e}") from e
         return [(r[0], r[1]) for r in rows]
 
     def search_count(self: "Store", match: str, where: ArticleFilter) -> int:
-        condition, params = where.where("a")
+        """How many articles the full-text expression selects (a superset of exact matches)."""
+        ids, params = where.id_set()
+        restrict = f"AND +f.rowid IN ({ids})" if ids else ""
         try:
             return self.conn.execute(
-                "SELECT count(*) FROM articles_fts f JOIN articles a ON a.id = f.rowid "
-                f"WHERE articles_fts MATCH ? AND {condition}", (match, *params)).fetchone()[0]
+                f"SELECT count(*) FROM articles_fts f WHERE articles_fts MATCH ? {restrict}",
+                (match, *params)).fetchone()[0]
         except sqlite3.OperationalError as e:
             raise StoreError(f"database {self.path}: full-text search failed: {e}") from e
 
@@ -136,8 +188,9 @@ class ArchiveMixin:
 
     # -- export -------------------------------------------------------------------------------------
 
-    def export_rows(self: "Store", where: ArticleFilter, with_text: bool = True) -> Iterator[tuple]:
-        """Rows of `EXPORT_COLUMNS` (without summary/text if asked), oldest first, streamed from the cursor."""
+    def export_batches(self: "Store", where: ArticleFilter, with_text: bool = True,
+                       size: int = 1000) -> Iterator[list[tuple]]:
+        """Rows of `EXPORT_COLUMNS` (without summary/text if asked), oldest first, `size` at a time."""
         condition, params = where.where("a")
         columns = "o.*, a.summary, a.text" if with_text else "o.*"
         cursor = self.conn.execute(
@@ -146,10 +199,10 @@ class ArchiveMixin:
         cursor.row_factory = None
         try:
             while True:
-                batch = cursor.fetchmany(1000)
+                batch = cursor.fetchmany(size)
                 if not batch:
                     return
-                yield from batch
+                yield batch
         finally:
             cursor.close()
 

@@ -187,12 +187,9 @@ class OpsMixin:
     # -- digests ------------------------------------------------------------------------------------
 
     def delivery_counts(self: "Store", week: str) -> dict[str, int]:
-        rows = self.conn.execute("SELECT status, count(*) FROM deliveries WHERE week = ? GROUP BY status ORDER BY status",
-                                 (week,)).fetchall()
+        rows = self.conn.execute(
+            "SELECT status, count(*) FROM deliveries WHERE week = ? GROUP BY status ORDER BY status", (week,)).fetchall()
         return {r[0]: r[1] for r in rows}
-
-    def active_member_count(self: "Store") -> int:
-        return self.conn.execute("SELECT count(*) FROM members WHERE active = 1").fetchone()[0]
 
     def last_digest(self: "Store") -> DigestSummary | None:
         """The most recent week that was built or delivered, with its delivery counts by status."""

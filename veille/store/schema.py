@@ -224,6 +224,8 @@ SELECT
 FROM (
     SELECT id AS article_id, published_at,
            datetime(published_at, CASE
+               WHEN substr(published_at, 6, 2) BETWEEN '04' AND '09' THEN '+2 hours'
+               WHEN substr(published_at, 6, 2) NOT IN ('03', '10') THEN '+1 hours'
                WHEN published_at >= date(substr(published_at, 1, 4) || '-03-31', '-6 days', 'weekday 0') || 'T01:00:00Z'
                 AND published_at < date(substr(published_at, 1, 4) || '-10-31', '-6 days', 'weekday 0') || 'T01:00:00Z'
                THEN '+2 hours' ELSE '+1 hours' END) AS published_local
@@ -366,4 +368,42 @@ SELECT
     (SELECT CAST(avg(f.duration_ms) AS INTEGER) FROM fetch_log f WHERE f.source_id = s.id
       AND f.started_at >= strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-7 days')) AS avg_duration_ms_7d -- mean fetch duration over 7 days
 FROM sources s;
+""")
+
+migration(6, "full-text index and topic tagging state", """
+-- Full-text index over articles' title, summary and text, for topic re-tagging, topic previews and
+-- `veille search`. External content: the index stores no copy of the text, snippet() and highlight()
+-- read it from articles. Tokens are words of letters and digits, lower case, accents removed
+-- (unicode61, remove_diacritics 2); plurals and the ligatures oe/ae are handled by the query compiler
+-- (veille.query.to_fts), so plain SQLite clients can read and write the archive.
+CREATE VIRTUAL TABLE articles_fts USING fts5(
+    title, summary, text,
+    content = 'articles', content_rowid = 'id',
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+
+CREATE TRIGGER articles_fts_insert AFTER INSERT ON articles BEGIN
+    INSERT INTO articles_fts (rowid, title, summary, text) VALUES (NEW.id, NEW.title, NEW.summary, NEW.text);
+END;
+
+CREATE TRIGGER articles_fts_delete AFTER DELETE ON articles BEGIN
+    INSERT INTO articles_fts (articles_fts, rowid, title, summary, text)
+    VALUES ('delete', OLD.id, OLD.title, OLD.summary, OLD.text);
+END;
+
+CREATE TRIGGER articles_fts_update AFTER UPDATE OF title, summary, text ON articles BEGIN
+    INSERT INTO articles_fts (articles_fts, rowid, title, summary, text)
+    VALUES ('delete', OLD.id, OLD.title, OLD.summary, OLD.text);
+    INSERT INTO articles_fts (rowid, title, summary, text) VALUES (NEW.id, NEW.title, NEW.summary, NEW.text);
+END;
+
+INSERT INTO articles_fts (articles_fts) VALUES ('rebuild');
+
+-- The rule version the whole archive was last tagged with, per topic: a topic whose rule_hash differs
+-- (changed rule, new topic, interrupted re-tag) is re-tagged at the next run or by `veille retag`.
+ALTER TABLE topics ADD COLUMN tagged_hash TEXT;
+
+-- article_tagging holds one row per article with topic_id '*': rule_hash is then the hash of the whole
+-- topic set that tagged the article (veille.tag.Tagger.rule_hash). An article without such a row was
+-- stored but never tagged; per-topic rule versions are in article_topics.rule_hash and topics.tagged_hash.
 """)

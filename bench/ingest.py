@@ -1,0 +1,474 @@
+"""Ingestion benchmark: whole `veille fetch` processes against N synthetic feeds served on 127.0.0.1.
+
+One command: `.venv/bin/python bench/ingest.py [--feeds 1000 --entries 20 --full-text-feeds 100]`.
+
+1. Generates (once; cached in the temp dir) N feeds of about 35 KB with realistic French entries written
+   by veille.demo's ArticleWriter (80 % RSS 2.0, 20 % Atom; two thirds with the full text in the feed,
+   one third with a long description), and the article pages (padded to the 60-80 KB of real news pages)
+   of the first `--full-text-feeds` feeds.
+2. Serves them from a separate process (bench/server.py: HTTP/1.1 keep-alive, ETag/Last-Modified, 304).
+3. Times WHOLE PROCESSES (interpreter start-up included), each with its peak RSS (wait4's ru_maxrss covers
+   the process and the workers it reaped: the largest single process of the tree):
+   - cold: `veille fetch --no-full-text` on a new database, all N feeds;
+   - warm: the same command again: every feed answers 304;
+   - full text: `veille fetch` on a new database over the first feeds, every page fetched and extracted;
+   - single-process trafilatura: veille.extract.extract_page over the same pages, one process;
+   - the extraction pool alone: the same pages through the ProcessPoolExecutor veille uses.
+4. Prints a table: measure, value, target, pass/fail, and the settings used.
+
+Capacity, not politeness, is measured: the settings that throttle on purpose are relaxed through their
+environment variables (VEILLE_POLITENESS_DELAY=0, larger per-host concurrency), and printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from veille.demo import ArticleWriter, DemoArticle, DemoSite, SiteRenderer, slugify  # noqa: E402
+
+VERSION = 2
+"""Bump when the generated corpus changes, so stale caches are not reused."""
+NOW = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
+PLACEHOLDER = "http://127.0.0.1:1"
+"""Base URL written in the cached corpus; bench/server.py replaces it with its own before serving."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Corpus
+
+
+@dataclass(frozen=True)
+class Corpus:
+    folder: Path
+    feeds: int
+    entries: int
+    full_text_feeds: int
+
+    @property
+    def site(self) -> Path:
+        return self.folder / "site"
+
+    def feed_path(self, i: int) -> str:
+        return f"/feeds/f{i:04d}.{'atom' if i % 5 == 4 else 'rss'}"
+
+    def pages(self) -> list[Path]:
+        return sorted((self.site / "pages").glob("f*/*.html"))
+
+
+def corpus_folder(feeds: int, entries: int, full: int) -> Path:
+    return Path(tempfile.gettempdir()) / "veille-bench-ingest" / f"v{VERSION}-{feeds}x{entries}-ft{full}"
+
+
+def generate(feeds: int, entries: int, full: int) -> Corpus:
+    """Write the corpus under the temp dir unless an identical one is already there."""
+    folder = corpus_folder(feeds, entries, full)
+    corpus = Corpus(folder, feeds, entries, full)
+    if (folder / "done").exists():
+        return corpus
+    if folder.exists():
+        shutil.rmtree(folder)
+    renderer = SiteRenderer(PLACEHOLDER)
+    writer = ArticleWriter(seed=48, year=2026)
+    rng = random.Random(48)
+    themes = list(writer.themes)
+    t0 = time.monotonic()
+    sizes = []
+    for i in range(feeds):
+        path = corpus.feed_path(i)
+        site = DemoSite(
+            id=f"f{i:04d}", name=f"Territoires et numérique n°{i}", tagline="Actualité des collectivités",
+            format="atom" if path.endswith(".atom") else "rss2", feed=path,
+            articles=f"/pages/f{i:04d}/{{slug}}.html", share=1, feed_content=i % 3 != 2, guid_is_link=i % 2 == 0,
+        )
+        articles = []
+        for n in range(entries):
+            theme = themes[(i * entries + n) % len(themes)]
+            title, lead, paragraphs = writer.write(theme)
+            published = NOW - timedelta(minutes=rng.randrange(0, 20 * 24 * 60))
+            slug = f"{n:02d}-{slugify(title, 50)}"
+            articles.append(DemoArticle(
+                id=i * entries + n, site_id=site.id, theme=theme, title=title, lead=lead,
+                # the feed's description carries the lead and the first paragraphs, as many CMSs do
+                paragraphs=tuple(paragraphs), author=writer._person()[0], published=published,
+                path=f"/pages/f{i:04d}/{slug}.html",
+            ))
+        articles.sort(key=lambda a: a.published, reverse=True)
+        shown = articles if site.feed_content else [_with_long_summary(a) for a in articles]
+        body, _ = renderer.feed(site, shown, NOW)
+        data = body.encode("utf-8")
+        sizes.append(len(data))
+        _write(corpus.site / path.lstrip("/"), data)
+        if i < full:
+            for a in articles:
+                others = [b for b in articles if b is not a]
+                page = renderer.page(site, a, others[:3], chrome=_chrome(site, a, others, writer, rng))
+                _write(corpus.site / a.path.lstrip("/"), page.encode("utf-8"))
+    (folder / "done").write_text(json.dumps({"seconds": round(time.monotonic() - t0, 1),
+                                             "mean_feed_bytes": sum(sizes) // len(sizes)}))
+    return corpus
+
+
+def _chrome(site: DemoSite, article: DemoArticle, others: list[DemoArticle], writer: ArticleWriter,
+            rng: random.Random) -> dict[str, str]:
+    """What real French news pages carry around the article (60-80 KB of HTML in all): a mega menu,
+    JSON-LD, tracking and ad configuration scripts, inline CSS, "most read" boxes, a long footer."""
+    places = writer.places
+    communes = places["communes"]
+    deps = [d["nom"] for d in places["departements"]]
+    menu = "".join(
+        f'<li class="menu-{k}"><a href="/{slugify(name)}/">{html.escape(name)}</a><ul>'
+        + "".join(f'<li><a href="/{slugify(name)}/{slugify(c)}/">{html.escape(c)}</a></li>'
+                  for c in rng.sample(communes, 8)) + "</ul></li>"
+        for k, name in enumerate(deps))
+    config = json.dumps({"site": site.id, "page": {"type": "article", "id": article.id, "theme": article.theme},
+                         "ads": [{"slot": f"pave-{k}", "sizes": [[300, 250], [300, 600]], "lazy": True,
+                                  "targeting": {"rubrique": article.theme, "pos": k, "dep": rng.choice(deps)}}
+                                 for k in range(40)],
+                         "consent": {"vendors": list(range(1, 400))}}, ensure_ascii=False)
+    ld = json.dumps({"@context": "https://schema.org", "@type": "NewsArticle", "headline": article.title,
+                     "datePublished": article.published.isoformat(), "author": {"@type": "Person", "name": article.author},
+                     "publisher": {"@type": "Organization", "name": site.name}, "description": article.lead},
+                    ensure_ascii=False)
+    css = "".join(f".c{k}{{margin:{k % 7}px;padding:{k % 5}px;color:#{k * 2731 % 0xFFFFFF:06x}}}" for k in range(250))
+    def teaser(b: DemoArticle) -> str:
+        return (f'<li><a href="{html.escape(b.path)}"><span class="rubrique">{html.escape(b.theme)}</span>'
+                f"<strong>{html.escape(b.title)}</strong></a><p>{html.escape(b.lead)}</p></li>")
+    most_read = "".join(teaser(b) for b in others[:10])
+    same = "".join(teaser(b) for b in others[10:18])
+    footer = "".join(f'<li><a href="/{slugify(c)}/">Actualités {html.escape(c)}</a></li>' for c in communes) * 2
+    scripts = "".join(f'<script async src="/static/js/module-{k}.js?v={rng.randrange(10**6)}"></script>'
+                      for k in range(30))
+    return {
+        "head": f'<script type="application/ld+json">{ld}</script><style>{css}</style>'
+                f"<script>window.__CONFIG__ = {config};</script>",
+        "header": f'<nav class="mega-menu"><ul>{menu}</ul></nav>',
+        "aside": f'<section class="most-read"><h2>Les plus lus</h2><ol>{most_read}</ol></section>'
+                 f'<section class="same"><h2>Dans la même rubrique</h2><ul>{same}</ul></section>'
+                 '<form class="newsletter" action="/newsletter"><label>Recevez notre lettre quotidienne'
+                 '<input type="email" name="email"></label><button>Je m’inscris</button></form>',
+        "footer": f'<ul class="plan-du-site">{footer}</ul>{scripts}',
+    }
+
+
+def _with_long_summary(a: DemoArticle) -> DemoArticle:
+    """Summary-only feeds carry the lead and the opening paragraphs as their description."""
+    from dataclasses import replace
+
+    return replace(a, lead=" ".join((a.lead, *a.paragraphs[:2])))
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float
+    peak_rss_mb: float
+    output: str
+    returncode: int
+
+
+def run_measured(cmd: list[str], env: dict[str, str]) -> Run:
+    """Run a whole process; wall time and the peak RSS of the largest process of its tree (wait4)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out_chunks: list[bytes] = []
+    err_chunks: list[bytes] = []
+    import threading
+
+    def drain(stream, chunks):
+        for chunk in iter(lambda: stream.read(65536), b""):
+            chunks.append(chunk)
+
+    readers = [threading.Thread(target=drain, args=(proc.stdout, out_chunks)),
+               threading.Thread(target=drain, args=(proc.stderr, err_chunks))]
+    for r in readers:
+        r.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.monotonic() - t0
+    for r in readers:
+        r.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.stderr.write(b"".join(err_chunks).decode("utf-8", "replace")[-3000:])
+    return Run(seconds, usage.ru_maxrss / 1024, b"".join(out_chunks).decode("utf-8", "replace"), proc.returncode)
+
+
+def start_server(site: Path) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "server.py"), str(site),
+                             "--base-placeholder", PLACEHOLDER], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("http://127.0.0.1:"):
+        proc.kill()
+        raise SystemExit(f"bench server did not start: {line!r}")
+    return proc, line
+
+
+def write_sources(path: Path, corpus: Corpus, base: str, count: int, full_text: bool) -> Path:
+    lines = ["defaults: {interval: 1h, allow_private: true, full_text: %s}" % str(full_text).lower(), "sources:"]
+    for i in range(count):
+        lines += [f"  - id: f{i:04d}", f"    name: Flux {i}", "    type: feed", f"    url: {base}{corpus.feed_path(i)}"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+EXTRACT_SINGLE = textwrap.dedent("""
+    import sys, time, json
+    from pathlib import Path
+    from veille.extract import extract_page
+    pages = [Path(p) for p in Path(sys.argv[1]).read_text().split()]
+    data = [(p.read_bytes(), "http://127.0.0.1/" + p.name) for p in pages]
+    t0 = time.monotonic()
+    chars = sum(len(extract_page(body, url).text) for body, url in data)
+    print(json.dumps({"seconds": time.monotonic() - t0, "pages": len(data), "chars": chars}))
+""")
+
+EXTRACT_POOL = textwrap.dedent("""
+    import sys, time, json
+    from pathlib import Path
+    from veille.core import Watch
+    from veille.extract import extract_page
+    pages = [Path(p) for p in Path(sys.argv[1]).read_text().split()]
+    data = [(p.read_bytes(), "http://127.0.0.1/" + p.name) for p in pages]
+    watch = Watch(db=":memory:", config=None)
+    pool = watch.pool()
+    # workers started and trafilatura imported before the clock, as in the middle of a long pass
+    list(pool.map(extract_page, *zip(*data[: 2 * pool._max_workers])))
+    t0 = time.monotonic()
+    futures = [pool.submit(extract_page, body, url) for body, url in data]
+    chars = sum(len(f.result().text) for f in futures)
+    print(json.dumps({"seconds": time.monotonic() - t0, "pages": len(data), "chars": chars,
+                      "workers": pool._max_workers}))
+    pool.shutdown()
+""")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--feeds", type=int, default=1000)
+    parser.add_argument("--entries", type=int, default=20)
+    parser.add_argument("--full-text-feeds", type=int, default=100,
+                        help="feeds whose pages the full-text pass fetches and extracts")
+    parser.add_argument("--concurrency", type=int, default=64, help="VEILLE_CONCURRENCY for the bench")
+    parser.add_argument("--per-host", type=int, default=64, help="VEILLE_PER_HOST_CONCURRENCY (one loopback host)")
+    parser.add_argument("--workers", type=int, default=0, help="VEILLE_WORKERS (0: one per core)")
+    parser.add_argument("--topics", default=str(ROOT / "topics.yaml"),
+                        help="topics file used by the passes (tagging is part of ingestion); 'none' to skip")
+    parser.add_argument("--keep", action="store_true", help="keep the run's databases in the temp dir")
+    parser.add_argument("--profile", action="store_true",
+                        help="also run the cold pass under cProfile and print the time per pipeline stage")
+    args = parser.parse_args(argv)
+
+    full = min(args.full_text_feeds, args.feeds)
+    print(f"generating (or reusing) {args.feeds} feeds x {args.entries} entries, pages of {full} feeds...",
+          file=sys.stderr)
+    corpus = generate(args.feeds, args.entries, full)
+    meta = json.loads((corpus.folder / "done").read_text())
+    server, base = start_server(corpus.site)
+    work = Path(tempfile.mkdtemp(prefix="veille-bench-run-"))
+    try:
+        return _measure(args, corpus, meta, base, work, server)
+    finally:
+        server.terminate()
+        server.wait(10)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"kept: {work}", file=sys.stderr)
+
+
+def _measure(args, corpus: Corpus, meta: dict, base: str, work: Path, server: subprocess.Popen) -> int:
+    full = min(args.full_text_feeds, args.feeds)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VEILLE_")}
+    bench_settings = {
+        "VEILLE_ALLOW_PRIVATE": "1", "VEILLE_POLITENESS_DELAY": "0",
+        "VEILLE_PER_HOST_CONCURRENCY": str(args.per_host), "VEILLE_CONCURRENCY": str(args.concurrency),
+        "VEILLE_WORKERS": str(args.workers),
+    }
+    env.update(bench_settings)
+    topics = Path(args.topics) if args.topics != "none" else work / "no-topics.yaml"
+    veille = [sys.executable, "-m", "veille.cli", "--config", str(work / "none.yaml"), "--topics", str(topics)]
+
+    all_sources = write_sources(work / "all.yaml", corpus, base, args.feeds, full_text=False)
+    full_sources = write_sources(work / "full.yaml", corpus, base, full, full_text=True)
+    db = work / "cold.db"
+    load = os.getloadavg()
+    print("cold pass...", file=sys.stderr)
+    cold = run_measured([*veille, "--db", str(db), "--sources", str(all_sources), "fetch", "--no-full-text",
+                         "--json"], env)
+    cold_data = _json(cold)
+    print("warm pass...", file=sys.stderr)
+    warm = run_measured([*veille, "--db", str(db), "--sources", str(all_sources), "fetch", "--no-full-text",
+                         "--json"], env)
+    warm_data = _json(warm)
+    pages = corpus.pages()
+    fulltext = single = pooled = None
+    full_data = single_data = pool_data = {}
+    if pages:
+        print("full-text pass...", file=sys.stderr)
+        fulltext = run_measured([*veille, "--db", str(work / "full.db"), "--sources", str(full_sources), "fetch",
+                                 "--json"], env)
+        full_data = _json(fulltext)
+        listing = work / "pages.txt"
+        listing.write_text("\n".join(str(p) for p in pages))
+        print("single-process extraction...", file=sys.stderr)
+        script_env = {**env, "PYTHONPATH": str(ROOT)}
+        single = run_measured([sys.executable, "-c", EXTRACT_SINGLE, str(listing)], script_env)
+        single_data = json.loads(single.output)
+        print("extraction pool...", file=sys.stderr)
+        pooled = run_measured([sys.executable, "-c", EXTRACT_POOL, str(listing)], script_env)
+        pool_data = json.loads(pooled.output)
+    profile_rows = _profile(args, veille, all_sources, env, work) if args.profile else []
+    server_rss = _vmhwm(server.pid)
+
+    expected = args.feeds * args.entries
+    statuses = _count(cold_data, "status")
+    warm_statuses = _count(warm_data, "status")
+    rows = [
+        ("feeds served", f"{args.feeds} x {args.entries} entries, {meta['mean_feed_bytes'] / 1024:.1f} KB mean "
+                         f"(gzip on the wire)", "~35 KB", ""),
+        ("cold pass, whole process", f"{cold.seconds:.2f} s = {args.feeds / cold.seconds:.0f} feeds/s",
+         ">= 150 feeds/s", _ok(args.feeds / cold.seconds >= 150)),
+        ("  stored / ok", f"{cold_data.get('new', 0)} articles, {statuses}", f"{expected}, all ok",
+         _ok(cold_data.get("new") == expected and statuses.get("ok") == args.feeds)),
+        ("warm pass (304), whole process", f"{warm.seconds:.2f} s", "<= 1.5 s", _ok(warm.seconds <= 1.5)),
+        ("  statuses", str(warm_statuses), "all not_modified", _ok(warm_statuses.get("not_modified") == args.feeds)),
+        ("peak RSS, cold pass", f"{cold.peak_rss_mb:.0f} MB", "<= 200 MB", _ok(cold.peak_rss_mb <= 200)),
+        ("peak RSS, warm pass", f"{warm.peak_rss_mb:.0f} MB", "<= 200 MB", _ok(warm.peak_rss_mb <= 200)),
+    ]
+    if fulltext is not None:
+        single_rate = single_data["pages"] / single_data["seconds"]
+        pool_rate = pool_data["pages"] / pool_data["seconds"]
+        pass_rate = len(pages) / fulltext.seconds
+        mean_page = sum(p.stat().st_size for p in pages) / len(pages) / 1024
+        rows += [
+            ("full-text pass, whole process", f"{fulltext.seconds:.2f} s, {len(pages)} pages of {mean_page:.0f} KB "
+                                              f"= {pass_rate:.1f} pages/s", "", ""),
+            ("  stored", f"{full_data.get('new', 0)} articles", f"{len(pages)}",
+             _ok(full_data.get("new") == len(pages))),
+            ("single-process trafilatura (extract_page)", f"{single_rate:.1f} pages/s", "baseline", ""),
+            ("extraction pool alone", f"{pool_rate:.1f} pages/s ({pool_data['workers']} workers) = "
+                                      f"{pool_rate / single_rate:.2f}x", ">= 1.7x", _ok(pool_rate / single_rate >= 1.7)),
+            ("full-text pass vs single-process", f"{pass_rate / single_rate:.2f}x "
+                                                 f"(fetch + parse + extract + store + tag)", ">= 1.7x",
+             _ok(pass_rate / single_rate >= 1.7)),
+            ("peak RSS, full-text pass", f"{fulltext.peak_rss_mb:.0f} MB", "<= 200 MB",
+             _ok(fulltext.peak_rss_mb <= 200)),
+        ]
+    rows.append(("peak RSS, bench server (not veille)", f"{server_rss:.0f} MB", "", ""))
+    settings = ", ".join(f"{k}={v}" for k, v in bench_settings.items())
+    print(f"\nIngestion benchmark ({os.cpu_count()} cores, load average before the runs {load[0]:.2f}; "
+          f"topics: {topics if topics.exists() else 'none'})")
+    if load[0] > 0.5:
+        print("warning: the machine was busy before the runs; figures are pessimistic")
+    print(f"settings: {settings}")
+    _table(["measure", "value", "target", "result"], rows)
+    if profile_rows:
+        print("\nWhere the cold pass spends its time (cProfile, one process: VEILLE_WORKERS=1; the profiler "
+              "inflates Python code ~2x, read the shares)")
+        _table(["stage", "seconds", "share", "per feed"], profile_rows)
+    failed = [r for r in rows if r[3] == "FAIL"]
+    return 1 if failed or cold.returncode or warm.returncode or (fulltext and fulltext.returncode) else 0
+
+
+STAGES = [
+    ("fetch (httpx/httpcore, guard, limits)", "veille/fetch.py", "fetch"),
+    ("parse feeds", "veille/parse.py", "parse_document"),
+    ("build_article (without simhash)", "veille/extract.py", "build_article"),
+    ("  simhash", "veille/dedupe.py", "simhash"),
+    ("store: save_source_batch", "veille/store/articles.py", "save_source_batch"),
+    ("  of which _find_cluster", "veille/store/articles.py", "_find_cluster"),
+    ("  of which sqlite3 execute (all)", "~", "<method 'execute' of 'sqlite3.Connection' objects>"),
+    ("tag_articles", "veille/tag.py", "tag_articles"),
+    ("imports", "<frozen importlib._bootstrap>", "_find_and_load"),
+]
+
+
+def _profile(args, veille: list[str], sources: Path, env: dict[str, str], work: Path) -> list[tuple]:
+    """Run the cold pass once more under cProfile and attribute the time to the pipeline's stages."""
+    import pstats
+
+    print("profiled cold pass...", file=sys.stderr)
+    out = work / "cold.prof"
+    cmd = [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "veille.cli", *veille[3:], "--db",
+           str(work / "profiled.db"), "--sources", str(sources), "fetch", "--no-full-text", "--json"]
+    run = run_measured(cmd, {**env, "VEILLE_WORKERS": "1"})
+    stats = pstats.Stats(str(out)).stats  # type: ignore[attr-defined]
+    total = max(ct for (_, _, _, ct, _) in stats.values())
+
+    def cumulative(path: str, name: str) -> float:
+        return sum(ct for (file, _, func), (_, _, _, ct, _) in stats.items()
+                   if file.endswith(path) and func == name)
+
+    rows = []
+    values = {label: cumulative(path, name) for label, path, name in STAGES}
+    values["build_article (without simhash)"] -= values["  simhash"]
+    for label, _, _ in STAGES:
+        seconds = values[label]
+        rows.append((label, f"{seconds:.2f}", f"{seconds / total:.0%}", f"{seconds / args.feeds * 1000:.1f} ms"))
+    rows.append(("whole process (profiled)", f"{run.seconds:.2f}", "100%", f"{run.seconds / args.feeds * 1000:.1f} ms"))
+    return rows
+
+
+def _json(run: Run) -> dict:
+    try:
+        return json.loads(run.output)
+    except json.JSONDecodeError:
+        return {"error": run.output[-500:]}
+
+
+def _count(data: dict, key: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for s in data.get("sources", []):
+        counts[s[key]] = counts.get(s[key], 0) + 1
+    return counts
+
+
+def _vmhwm(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _ok(condition: bool) -> str:
+    return "pass" if condition else "FAIL"
+
+
+def _table(headers: list[str], rows: list[tuple]) -> None:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    print(line)
+    print("-" * len(line))
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Dedupe stage: canonical URLs, SimHash near-duplicates, and the bands the store searches with."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from veille import dedupe
+from veille.dedupe import NEAR_DUPLICATE_BITS, bands, canonical_url, hamming, simhash
+from veille.extract import build_article
+from veille.store.articles import FetchLog
+from veille.types import Entry, Source
+
+DISPATCHES = {d["id"]: d for d in json.loads(
+    (Path(__file__).parent / "fixtures" / "pages" / "dispatches.json").read_text(encoding="utf-8"))}
+FETCHED = datetime(2025, 2, 5, 12, 0, tzinfo=timezone.utc)
+
+
+# --------------------------------------------------------------------------------------------------
+# Canonical URLs
+
+
+@pytest.mark.parametrize("variant", [
+    "https://www.mairie.example/actu/budget-2025?utm_source=rss&utm_medium=feed",
+    "https://www.mairie.example/actu/budget-2025?xtor=RSS-12",
+    "https://WWW.Mairie.Example:443/actu/budget-2025#commentaires",
+    "https://www.mairie.example./actu/budget-2025?fbclid=IwAR0abc&gclid=xyz&mtm_campaign=lettre",
+    "  https://www.mairie.example/actu/budget-2025?pk_campaign=a&at_medium=b&_ga=2.1  ",
+    "HTTPS://www.mairie.example/actu/./budget-2025",
+    "https://www.mairie.example/actu/x/../budget-2025",
+])
+def test_tracking_variants_canonicalise_equal(variant: str) -> None:
+    assert canonical_url(variant) == "https://www.mairie.example/actu/budget-2025"
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("https://www.mairie.example/a?b=2&a=1", "https://www.mairie.example/a?a=1&b=2"),
+    ("http://www.mairie.example:80", "http://www.mairie.example/"),
+    ("https://www.mairie.example/actualit%c3%a9s", "https://www.mairie.example/actualités"),
+    ("https://www.mairie.example/%7Eservice", "https://www.mairie.example/~service"),
+    ("https://www.mairie.example/a?q=caf%C3%A9", "https://www.mairie.example/a?q=café"),
+    ("https://www.café-mairie.example/a", "https://www.xn--caf-mairie-d7a.example/a"),
+])
+def test_equivalent_forms(a: str, b: str) -> None:
+    assert canonical_url(a) == canonical_url(b)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("https://www.mairie.example/actu?id=12", "https://www.mairie.example/actu?id=13"),
+    ("https://www.mairie.example/Actu/Budget", "https://www.mairie.example/actu/budget"),
+    ("https://www.mairie.example/actu/", "https://www.mairie.example/actu"),
+    ("https://www.mairie.example/actu/index.html", "https://www.mairie.example/actu/"),
+    ("https://mairie.example/actu", "https://www.mairie.example/actu"),
+    ("http://www.mairie.example/actu", "https://www.mairie.example/actu"),
+    ("https://www.mairie.example/#!/actu/12", "https://www.mairie.example/#!/actu/13"),
+    ("https://www.mairie.example/page?actu_id=12", "https://www.mairie.example/page?actu_id=13"),
+    ("https://www.mairie.example/agenda?from=2025-01-01", "https://www.mairie.example/agenda?from=2025-02-01"),
+    ("https://www.mairie.example:8443/a", "https://www.mairie.example/a"),
+])
+def test_different_pages_stay_different(a: str, b: str) -> None:
+    assert canonical_url(a) != canonical_url(b)
+
+
+@pytest.mark.parametrize("odd", ["", "   ", "not a url", "mailto:maire@mairie.example", "http://[::1", "http://:80",
+                                 "https://x.example:99999/", "//cdn.example/x", "javascript:alert(1)", "\x00\ud800"])
+def test_odd_strings_do_not_raise(odd: str) -> None:
+    once = canonical_url(odd)
+    assert isinstance(once, str)
+    assert canonical_url(once) == once
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=120))
+def test_canonical_url_never_raises_and_is_idempotent_on_any_text(text: str) -> None:
+    once = canonical_url(text)
+    assert canonical_url(once) == once
+
+
+_segment = st.text(alphabet=st.sampled_from(list("abcXYZé0~-._%/?&=#!+ ")), max_size=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(["http", "https", "HTTP"]), st.sampled_from(["www.mairie.example", "Ville.EXAMPLE", "127.0.0.1",
+                                                                   "[::1]", "xn--mairie-9ua.example"]),
+       st.sampled_from(["", ":80", ":443", ":8080"]), _segment, _segment, _segment)
+def test_canonical_url_is_idempotent_on_url_shapes(scheme, host, port, path, query, fragment) -> None:
+    url = f"{scheme}://{host}{port}/{path}?{query}#{fragment}"
+    once = canonical_url(url)
+    assert canonical_url(once) == once
+    assert "utm_" not in once
+
+
+# --------------------------------------------------------------------------------------------------
+# SimHash
+
+
+def syndicated(text: str) -> str:
+    """A regional site's copy of a dispatch: one sentence of its own and the agency credit."""
+    first, rest = text.split("\n\n", 1)
+    return first + " Contactée, la préfecture n'a pas souhaité commenter.\n\n" + rest + "\n\n(Avec AFP)"
+
+
+@pytest.mark.parametrize("dispatch", sorted(DISPATCHES))
+def test_syndicated_copy_is_a_near_duplicate(dispatch: str) -> None:
+    """Heavier edits (byline + boilerplate + cuts) are only caught ~76% of the time: see bench/dedupe.py."""
+    original = DISPATCHES[dispatch]["text"]
+    assert hamming(simhash(original), simhash(syndicated(original))) <= NEAR_DUPLICATE_BITS
+
+
+@pytest.mark.parametrize(("a", "b"), [("cyber-1", "cyber-2"), ("fibre-1", "fibre-2"), ("inclusion-1", "inclusion-2"),
+                                      ("opendata-1", "opendata-2"), ("urba-1", "urba-2"), ("ia-1", "ia-2")])
+def test_different_article_on_the_same_topic_is_not(a: str, b: str) -> None:
+    distance = hamming(simhash(DISPATCHES[a]["text"]), simhash(DISPATCHES[b]["text"]))
+    assert distance > 2 * NEAR_DUPLICATE_BITS
+
+
+def test_simhash_range_and_short_texts() -> None:
+    assert simhash("Conseil municipal ce soir.") == 0
+    assert simhash("") == 0
+    for dispatch in DISPATCHES.values():
+        h = simhash(dispatch["text"])
+        assert h != 0
+        assert -(1 << 63) <= h < (1 << 63)  # SQLite INTEGER
+        assert simhash(dispatch["text"]) == h  # deterministic
+
+
+def test_hamming() -> None:
+    assert hamming(0, -1) == 64
+    assert hamming(-1, -1) == 0
+    assert hamming(5, 6) == hamming(6, 5) == 2
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1), st.data())
+def test_hashes_within_the_threshold_share_a_band(h: int, data: st.DataObject) -> None:
+    flips = data.draw(st.sets(st.integers(0, 63), max_size=NEAR_DUPLICATE_BITS))
+    other = (h & ((1 << 64) - 1))
+    for bit in flips:
+        other ^= 1 << bit
+    other = other - (1 << 64) if other >= (1 << 63) else other
+    assert hamming(h, other) == len(flips)
+    assert any(x == y for x, y in zip(bands(h), bands(other)))
+
+
+def test_bands_are_selective() -> None:
+    rng = random.Random(7)
+    hashes = [rng.getrandbits(64) for _ in range(400)]
+    keys = [bands(h) for h in hashes]
+    assert len({len(k) for k in keys}) == 1
+    assert all(0 <= v < (1 << 16) for k in keys for v in k)
+    shared = sum(any(x == y for x, y in zip(keys[i], keys[j])) for i in range(400) for j in range(i))
+    assert shared / (400 * 399 / 2) < 0.02  # random hashes rarely become candidates
+
+
+# --------------------------------------------------------------------------------------------------
+# With the real store: copies share a cluster, different articles do not
+
+
+def test_store_clusters_syndicated_copies(store) -> None:
+    store.sync_sources([Source(id="agence", name="Agence", type="feed", url="https://agence.example/rss"),
+                        Source(id="echo", name="L'Écho", type="feed", url="https://echo.example/rss")])
+
+    def article(source: str, slug: str, text: str):
+        item = Entry(source_id=source, url=f"https://{source}.example/{slug}", title=slug, content=text,
+                     published=FETCHED)
+        return build_article(item, None, FETCHED)
+
+    log = FetchLog(source_id="agence", url="https://agence.example/rss", started_at=FETCHED, duration_ms=1)
+    store.save_source_batch("agence", [article("agence", "cyber-1", DISPATCHES["cyber-1"]["text"]),
+                                       article("agence", "cyber-2", DISPATCHES["cyber-2"]["text"])], log, [])
+    copy = article("echo", "mairie-piratee", syndicated(DISPATCHES["cyber-1"]["text"]))
+    store.save_source_batch("echo", [copy], FetchLog(**{**log.__dict__, "source_id": "echo"}), [])
+    clusters = {row["url"].rsplit("/", 1)[1]: row["cluster_id"] for row in store.query("SELECT url, cluster_id FROM articles")}
+    assert clusters["mairie-piratee"] == clusters["cyber-1"]
+    assert clusters["cyber-2"] != clusters["cyber-1"]
+    assert dedupe.NEAR_DUPLICATE_BITS == NEAR_DUPLICATE_BITS

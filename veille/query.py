@@ -1,0 +1,670 @@
+"""Text normalisation and the query language shared by topic rules and full-text search.
+
+One normaliser serves topic matching, queries and the FTS index, so that a keyword, a search and the
+index agree on what a word is:
+
+- accents, case and the ligatures oe/ae are folded (`Numérique` = `numerique`, `cœur` = `coeur`);
+- words are runs of Latin letters and digits; apostrophes (straight or curly), hyphens and every
+  other sign separate words, so `l'inclusion` is `l` + `inclusion` and `smart-city` is `smart city`;
+- regular French plurals share a stem (`réseaux` -> `reseau`, `territoriaux` -> `territorial`,
+  `données` -> `donnee`); `stem()` is applied to keywords and text alike.
+
+The index (`articles_fts`, unicode61 with diacritics removed) holds the original text so SQLite's
+`snippet()` and `bm25()` work on what readers see. Its tokens are the same words, unstemmed and with
+`œ` unfolded: `to_fts()` therefore expands a stem to its plural forms and ligature spellings, and
+the result is a superset of what the exact matcher accepts (capitals-only words, for instance, are
+checked by the matcher, not by the index).
+
+Query syntax: words, "phrases" (also “…” and «…»), a trailing `*` for prefixes, implicit AND,
+`AND`, `OR`, `NOT`, parentheses, `title:` before a word, phrase or group, and `a NEAR/n b` for two
+words or phrases at most n words apart (n defaults to 10).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, replace
+from itertools import islice, product
+from typing import Union
+
+from .errors import QueryError
+
+__all__ = [
+    "Word", "Token", "FoldedText", "Term", "And", "Or", "Not", "Near", "Node",
+    "fold", "stem", "normalize_tokens", "parse_phrase", "parse_query", "to_fts", "terms", "surface_forms",
+]
+
+# --------------------------------------------------------------------------------------------------
+# Normaliser
+
+_LIGATURES = (("œ", "\x01"), ("Œ", "\x02"), ("æ", "\x03"), ("Æ", "\x04"), ("…", "."))
+"""Characters NFKD does not fold (or folds to several characters): replaced one for one, so the folded
+text keeps the original's offsets, and expanded to `oe`/`ae` only in the tokens."""
+_MARKS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
+
+
+def _byte_table(keep_case: bool) -> bytes:
+    table = bytearray(b" " * 256)
+    for c in b"abcdefghijklmnopqrstuvwxyz0123456789":
+        table[c] = c
+    for c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ":
+        table[c] = c if keep_case else c + 32
+    for c, low in ((1, 1), (2, 1), (3, 3), (4, 3)):
+        table[c] = c if keep_case else low
+    return bytes(table)
+
+
+_LOWER = _byte_table(False)
+_KEEP_CASE = _byte_table(True)
+_TOKEN = re.compile(rb"\S+")
+
+
+def _latin1_table() -> bytes:
+    table = bytearray(range(256))
+    for code in range(0x80, 0x100):
+        folded = _MARKS.sub("", unicodedata.normalize("NFKD", chr(code)))
+        table[code] = ord(folded) if len(folded) == 1 and folded.isascii() else ord("?")
+    table[0xE6], table[0xC6] = 3, 4  # æ Æ
+    return bytes(table)
+
+
+_LATIN1 = _latin1_table()
+_SUBSTITUTES = {
+    "’": "'", "‘": "'", "ʼ": "'", "‚": "'", "“": '"', "”": '"', "„": '"', "–": "-", "—": "-", "‒": "-",
+    "―": "-", "‐": "-", "‑": "-", "…": ".", "•": " ", "€": " ", "\u202f": " ", "\u2009": " ", "\u2002": " ",
+    "\u2003": " ", "\u2007": " ", "\u200b": " ", "\u2060": " ", "\ufeff": " ", "œ": "\x01", "Œ": "\x02",
+    "™": " ", "‰": " ", "†": " ", "→": " ", "←": " ", "✓": " ", "▪": " ", "►": " ",
+}
+
+
+def _base(text: str) -> bytes:
+    """ASCII bytes, one per character of `text` in the usual case (accents dropped, other signs `?`).
+
+    French text is Latin-1 but for a handful of signs (’ œ … –) that are swapped one for one, then
+    folded by a byte table: this runs at C speed. Other scripts take the NFKD road.
+    """
+    if text.isascii():
+        return text.encode("ascii")
+    while True:
+        try:
+            return text.encode("latin-1").translate(_LATIN1)
+        except UnicodeEncodeError as e:
+            substitute = _SUBSTITUTES.get(text[e.start])
+            if substitute is None:
+                return _base_nfkd(text)
+            text = text.replace(text[e.start], substitute)
+
+
+def _base_nfkd(text: str) -> bytes:
+    for char, placeholder in _LIGATURES:
+        if char in text:
+            text = text.replace(char, placeholder)
+    text = _MARKS.sub("", unicodedata.normalize("NFKD", text))
+    return text.encode("ascii", "replace")
+
+
+def _expand(folded: bytes) -> bytes:
+    if b"\x01" in folded:
+        folded = folded.replace(b"\x01", b"oe")
+    if b"\x02" in folded:
+        folded = folded.replace(b"\x02", b"OE")
+    if b"\x03" in folded:
+        folded = folded.replace(b"\x03", b"ae")
+    if b"\x04" in folded:
+        folded = folded.replace(b"\x04", b"AE")
+    return folded
+
+
+def fold(text: str) -> list[str]:
+    """The words of `text`, folded (lower case, no accents, oe/ae), not stemmed. The fast path."""
+    return _expand(_base(text).translate(_LOWER)).decode("ascii").split()
+
+
+def _aligned(text: str) -> tuple[bytes, list[int] | None]:
+    """Folded lower-case bytes and, when they are not one byte per character, the byte -> char map."""
+    base = _base(text)
+    if len(base) == len(text):
+        return base.translate(_LOWER), None
+    offsets: list[int] = []
+    pieces = []
+    for index, char in enumerate(text):
+        piece = _base(char)
+        pieces.append(piece)
+        offsets.extend([index] * len(piece))
+    offsets.append(len(text))
+    return b"".join(pieces).translate(_LOWER), offsets
+
+
+_INVARIANT = frozenset("""
+plus moins sans sous dans vers tres apres depuis puis mais jamais toujours alors lors fois parfois mois
+bois pays temps corps cours recours concours parcours discours secours acces succes proces progres exces
+deces expres pres dos gaz bus campus virus corpus consensus processus univers divers avis souris
+""".split())
+_STEMS: dict[str, str] = {}
+
+
+def stem(word: str) -> str:
+    """Light French plural folding of a folded word: -s, -x after eu/ou/eau, -aux -> -al.
+
+    Deliberately simple and symmetric: keywords and text go through it alike, so a collision only
+    matters when both sides collide. Words of three letters or less and a few invariable words
+    (`plus`, `cours`, `accès`...) are left alone.
+    """
+    cached = _STEMS.get(word)
+    if cached is not None:
+        return cached
+    result = word
+    if len(word) > 3 and word not in _INVARIANT:
+        last = word[-1]
+        if last == "s":
+            if word[-2] != "s":
+                result = word[:-1]
+        elif last == "x":
+            if word.endswith("eaux"):
+                result = word[:-1]
+            elif word.endswith("aux"):
+                result = word[:-3] + "al"
+            elif word.endswith(("eux", "oux")):
+                result = word[:-1]
+    if len(_STEMS) > 500_000:
+        _STEMS.clear()
+    _STEMS[word] = result
+    return result
+
+
+def surface_forms(stemmed: str) -> list[str]:
+    """Every folded word whose stem is `stemmed` (the word itself, its -s/-x/-aux plurals)."""
+    candidates = {stemmed, stemmed + "s", stemmed + "x"}
+    if stemmed.endswith("al"):
+        candidates.add(stemmed[:-2] + "aux")
+    return sorted(c for c in candidates if stem(c) == stemmed)
+
+
+def _is_caps(original: str) -> bool:
+    """A word written entirely in capitals (at least two letters); a plural s/x may be lower case."""
+    core = original.rstrip("sx") if original[-1:] in ("s", "x") else original
+    return sum(c.isalpha() for c in core) >= 2 and core.isupper()
+
+
+@dataclass(frozen=True)
+class Token:
+    """One word of a text: folded form, stem, offsets in the original and whether it is in capitals."""
+
+    text: str
+    stem: str
+    start: int
+    end: int
+    caps: bool
+
+
+class FoldedText:
+    """A text folded once for matching: its words, and on demand their capitals and offsets.
+
+    The matcher works on `words` (plain strings, so set operations and `list.index` run in C); capitals
+    and offsets are only computed for the few words that matched.
+    """
+
+    __slots__ = ("text", "_base", "low", "words", "_case", "_lows", "_offsets")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._base = _base(text)
+        self.low = self._base.translate(_LOWER)
+        self.words = _expand(self.low).decode("ascii").split()
+        self._case: list[str] | None = None
+        self._lows: list[bytes] | None = None
+        self._offsets: list[int] | None = None
+
+    def caps(self, index: int) -> bool:
+        """Whether word `index` is written in capitals."""
+        if self._case is None:
+            self._case = _expand(self._base.translate(_KEEP_CASE)).decode("ascii").split()
+        return _is_caps(self._case[index])
+
+    def span(self, first: int, last: int) -> tuple[int, int]:
+        """Character offsets in the original text from the start of word `first` to the end of `last`."""
+        low = self.low
+        if self._lows is None:
+            self._lows = low.split()
+            if len(self._base) != len(self.text):
+                low, self._offsets = _aligned(self.text)
+                self.low = low
+        token = self._lows[first]
+        rank = self._lows[:first].count(token)
+        size, end = len(token), len(low)
+        at = -1
+        while rank >= 0:
+            at = low.find(token, at + 1)
+            if at < 0:  # pragma: no cover - the words come from this very text
+                return 0, 0
+            if (at == 0 or low[at - 1] == 32) and (at + size == end or low[at + size] == 32):
+                rank -= 1
+        start, stop = at, at + size
+        if last > first:
+            for m in islice(_TOKEN.finditer(low, stop), last - first):
+                stop = m.end()
+        if self._offsets is not None:
+            return self._offsets[start], self._offsets[stop - 1] + 1
+        return start, stop
+
+
+def normalize_tokens(text: str) -> list[Token]:
+    """The words of `text` with their offsets (the complete, slower form of `fold`)."""
+    low, offsets = _aligned(text)
+    tokens = []
+    for m in _TOKEN.finditer(low):
+        s, e = m.span()
+        start, end = (s, e) if offsets is None else (offsets[s], offsets[e - 1] + 1)
+        word = _expand(m.group()).decode("ascii")
+        tokens.append(Token(word, stem(word), start, end, _is_caps(text[start:end])))
+    return tokens
+
+
+# --------------------------------------------------------------------------------------------------
+# Phrases: the unit shared by keywords and query terms
+
+_ELISIONS = frozenset({"l", "d", "qu", "j", "n", "s", "c", "m", "t", "jusqu", "lorsqu", "puisqu", "quoiqu"})
+_APOSTROPHES = "'’‘ʼ`´"
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word of a phrase: its stem (or, for a prefix, its folded beginning) and whether capitals are required."""
+
+    text: str
+    prefix: bool = False
+    caps: bool = False
+
+    def matches(self, folded: str) -> bool:
+        return folded.startswith(self.text) if self.prefix else stem(folded) == self.text
+
+
+def parse_phrase(text: str, offset: int = 0, query: str | None = None) -> tuple[Word, ...]:
+    """Words of a keyword or quoted phrase: `*` marks a prefix, a leading elided article is dropped.
+
+    Raises `QueryError` (positions shifted by `offset` within `query`) when nothing is searchable or
+    a `*` is misplaced.
+    """
+    where = query if query is not None else text
+    tokens = normalize_tokens(text)
+    words: list[Word] = []
+    stars = {i for i, c in enumerate(text) if c == "*"}
+    used: set[int] = set()
+    for index, token in enumerate(tokens):
+        prefix = token.end in stars
+        if prefix:
+            used.add(token.end)
+            if len(token.text) < 2:
+                raise QueryError(where, offset + token.start, "a prefix needs at least 2 letters before '*'")
+        following = text[token.end:tokens[index + 1].start] if index + 1 < len(tokens) else ""
+        if not words and index + 1 < len(tokens) and token.text in _ELISIONS and not prefix \
+                and following and following[0] in _APOSTROPHES:
+            continue
+        words.append(Word(token.text if prefix else token.stem, prefix, token.caps))
+    for position in sorted(stars - used):
+        raise QueryError(where, offset + position, "'*' must end a word (numéri* matches numérique, numérisation)")
+    if not words:
+        raise QueryError(where, offset, f"nothing to search in {text.strip()!r}: write letters or digits")
+    return tuple(words)
+
+
+# --------------------------------------------------------------------------------------------------
+# Query AST
+
+
+@dataclass(frozen=True)
+class Term:
+    """A word or phrase; `title` restricts it to titles. `raw` is how it was written (for explanations)."""
+
+    words: tuple[Word, ...]
+    raw: str
+    title: bool = False
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class Near:
+    left: Term
+    right: Term
+    distance: int
+    title: bool = False
+    pos: int = 0
+
+    @property
+    def raw(self) -> str:
+        return f"{self.left.raw} NEAR/{self.distance} {self.right.raw}"
+
+
+@dataclass(frozen=True)
+class Not:
+    child: "Node"
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class And:
+    children: tuple["Node", ...]
+    pos: int = 0
+
+
+@dataclass(frozen=True)
+class Or:
+    children: tuple["Node", ...]
+    pos: int = 0
+
+
+Node = Union[Term, Near, Not, And, Or]
+
+_OPENING = {'"': '"', "“": "”", "«": "»", "„": "“"}
+_STOP = set(" \t\r\n()") | set(_OPENING) | {"”", "»"}
+_NEAR = re.compile(r"NEAR(?:/(\d+))?$")
+_FIELD = re.compile(r"([^\W\d_]+):(?=\S)")
+_FRENCH_OPERATORS = {"OU": "OR", "ET": "AND", "SAUF": "NOT"}
+DEFAULT_NEAR = 10
+
+
+@dataclass(frozen=True)
+class _Lexeme:
+    kind: str  # "(", ")", "OR", "AND", "NOT", "NEAR", "FIELD", "TERM", "END"
+    pos: int
+    text: str = ""
+    value: int = 0
+    quoted: bool = False
+
+
+def _lex(query: str) -> list[_Lexeme]:
+    out: list[_Lexeme] = []
+    i, n = 0, len(query)
+    while i < n:
+        c = query[i]
+        if c.isspace():
+            i += 1
+        elif c in "()":
+            out.append(_Lexeme(c, i))
+            i += 1
+        elif c in _OPENING:
+            close = query.find(_OPENING[c], i + 1)
+            if c == "“" and close < 0:
+                close = query.find('"', i + 1)
+            if close < 0:
+                raise QueryError(query, i, f"unclosed quote: add the closing {_OPENING[c]}")
+            end = close + 1
+            if end < n and query[end] == "*":
+                end += 1
+            out.append(_Lexeme("TERM", i, query[i + 1:close] + ("*" if query[end - 1] == "*" else ""), quoted=True))
+            i = end
+        elif c in "”»":
+            raise QueryError(query, i, f"closing {c} without an opening quote")
+        else:
+            j = i
+            while j < n and query[j] not in _STOP:
+                j += 1
+            word = query[i:j]
+            field = _FIELD.match(word)
+            if field is None and j < n and query[j] in "(" + "".join(_OPENING) and word.endswith(":") \
+                    and word[:-1].isalpha():
+                field = re.match(r"(\w+):", word)
+            if field:
+                name = field.group(1)
+                if name.lower() != "title":
+                    raise QueryError(query, i, f"unknown field '{name}:': only title: is supported")
+                out.append(_Lexeme("FIELD", i, "title"))
+                i += len(field.group(0))
+                continue
+            near = _NEAR.match(word)
+            if word in ("OR", "AND", "NOT"):
+                out.append(_Lexeme(word, i))
+            elif near:
+                out.append(_Lexeme("NEAR", i, value=int(near.group(1) or DEFAULT_NEAR)))
+            elif word.upper().startswith("NEAR/") or word == "NEAR/":
+                raise QueryError(query, i, "write NEAR/n in capitals with a number, e.g. fibre NEAR/5 commune")
+            elif word in _FRENCH_OPERATORS:
+                raise QueryError(query, i, f"operators are written in English: use {_FRENCH_OPERATORS[word]} "
+                                           f"instead of {word}")
+            elif word.startswith("-") and len(word) > 1 and word[1].isalnum():
+                raise QueryError(query, i, f"to exclude a word write NOT {word[1:]}")
+            else:
+                out.append(_Lexeme("TERM", i, word))
+            i = j
+    out.append(_Lexeme("END", n))
+    return out
+
+
+class _Parser:
+    def __init__(self, query: str) -> None:
+        self.query = query
+        self.lexemes = _lex(query)
+        self.i = 0
+
+    def peek(self) -> _Lexeme:
+        return self.lexemes[self.i]
+
+    def take(self) -> _Lexeme:
+        lexeme = self.lexemes[self.i]
+        self.i += 1
+        return lexeme
+
+    def error(self, pos: int, message: str) -> QueryError:
+        return QueryError(self.query, pos, message)
+
+    def parse(self) -> Node:
+        if self.peek().kind == "END":
+            raise self.error(0, "empty query: write at least one word")
+        node = self.parse_or()
+        end = self.peek()
+        if end.kind == ")":
+            raise self.error(end.pos, "unmatched ')': remove it or add '(' before")
+        if end.kind != "END":  # pragma: no cover - parse_and consumes everything else
+            raise self.error(end.pos, "unexpected text")
+        _check(node, self.query, top=True)
+        return node
+
+    def parse_or(self) -> Node:
+        start = self.peek().pos
+        children = [self.parse_and()]
+        while self.peek().kind == "OR":
+            op = self.take()
+            if self.peek().kind in ("END", ")", "OR"):
+                raise self.error(op.pos, "OR needs a word or group on both sides")
+            children.append(self.parse_and())
+        return children[0] if len(children) == 1 else Or(tuple(children), start)
+
+    def parse_and(self) -> Node:
+        start = self.peek().pos
+        children = [self.parse_unary()]
+        while self.peek().kind not in ("OR", ")", "END"):
+            if self.peek().kind == "AND":
+                op = self.take()
+                if self.peek().kind in ("END", ")", "OR", "AND"):
+                    raise self.error(op.pos, "AND needs a word or group on both sides")
+            children.append(self.parse_unary())
+        return children[0] if len(children) == 1 else And(tuple(children), start)
+
+    def parse_unary(self) -> Node:
+        lexeme = self.peek()
+        if lexeme.kind == "NOT":
+            self.take()
+            if self.peek().kind in ("END", ")", "OR", "AND"):
+                raise self.error(lexeme.pos, "NOT needs a word or group after it")
+            if self.peek().kind == "NOT":
+                raise self.error(self.peek().pos, "NOT NOT cancels out: remove both")
+            return Not(self.parse_unary(), lexeme.pos)
+        return self.parse_near()
+
+    def parse_near(self) -> Node:
+        left_pos = self.peek().pos
+        left = self.parse_primary()
+        if self.peek().kind != "NEAR":
+            return left
+        op = self.take()
+        if self.peek().kind in ("END", ")", "OR", "AND", "NOT", "NEAR"):
+            raise self.error(op.pos, "NEAR needs a word or phrase on both sides")
+        right_pos = self.peek().pos
+        right = self.parse_primary()
+        for side, pos in ((left, left_pos), (right, right_pos)):
+            if not isinstance(side, Term):
+                raise self.error(pos, "NEAR joins two words or phrases, not groups")
+        if self.peek().kind == "NEAR":
+            raise self.error(self.peek().pos, "NEAR joins exactly two words or phrases; "
+                                              "combine several NEAR with AND")
+        assert isinstance(left, Term) and isinstance(right, Term)
+        title = left.title or right.title
+        return Near(replace(left, title=title), replace(right, title=title), op.value, title, left.pos)
+
+    def parse_primary(self) -> Node:
+        lexeme = self.take()
+        if lexeme.kind == "FIELD":
+            nxt = self.peek()
+            if nxt.kind not in ("TERM", "("):
+                raise self.error(lexeme.pos, "title: must be followed by a word, a phrase or a group")
+            return _in_title(self.parse_primary())
+        if lexeme.kind == "(":
+            if self.peek().kind == ")":
+                raise self.error(lexeme.pos, "empty parentheses")
+            inner = self.parse_or()
+            if self.peek().kind != ")":
+                raise self.error(lexeme.pos, "missing ')' for this '('")
+            self.take()
+            return inner
+        if lexeme.kind == "TERM":
+            offset = lexeme.pos + (1 if lexeme.quoted else 0)
+            words = parse_phrase(lexeme.text, offset, self.query)
+            raw = lexeme.text.strip()
+            return Term(words, raw, False, lexeme.pos)
+        if lexeme.kind == "END":
+            raise self.error(lexeme.pos, "the query ends too early: a word or ')' is missing")
+        if lexeme.kind == ")":
+            raise self.error(lexeme.pos, "unexpected ')'")
+        raise self.error(lexeme.pos, f"{lexeme.kind} needs a word or group before it")
+
+
+def _in_title(node: Node) -> Node:
+    if isinstance(node, Term):
+        return replace(node, title=True)
+    if isinstance(node, Near):
+        return replace(node, left=replace(node.left, title=True), right=replace(node.right, title=True), title=True)
+    if isinstance(node, Not):
+        return replace(node, child=_in_title(node.child))
+    assert isinstance(node, (And, Or))
+    return replace(node, children=tuple(_in_title(c) for c in node.children))
+
+
+def _check(node: Node, query: str, top: bool = False) -> None:
+    """Rules FTS5 (and common sense) impose on NOT: it subtracts from something positive."""
+    if isinstance(node, Not):
+        if top:
+            raise QueryError(query, node.pos, "a query cannot be only NOT: say what to find first, "
+                                              "e.g. cybersécurité NOT \"jeu vidéo\"")
+        _check(node.child, query)
+    elif isinstance(node, Or):
+        for child in node.children:
+            if isinstance(child, Not):
+                raise QueryError(query, child.pos, "NOT cannot be an alternative of OR: write (a OR b) NOT c")
+            _check(child, query)
+    elif isinstance(node, And):
+        if all(isinstance(c, Not) for c in node.children):
+            raise QueryError(query, node.pos, "a query cannot be only NOT: say what to find first")
+        for child in node.children:
+            _check(child, query)
+
+
+def parse_query(text: str) -> Node:
+    """Parse a query; `QueryError` says where (0-based position) and why."""
+    return _Parser(text).parse()
+
+
+def terms(node: Node, positive: bool = True) -> list[Term | Near]:
+    """The words, phrases and NEAR pairs of a query (by default only those not under NOT)."""
+    if isinstance(node, (Term, Near)):
+        return [node]
+    if isinstance(node, Not):
+        return [] if positive else terms(node.child, positive)
+    out: list[Term | Near] = []
+    for child in node.children:
+        out.extend(terms(child, positive))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Compilation to an FTS5 MATCH expression
+
+_MAX_VARIANTS = 16
+
+
+def _ligature_variants(word: str) -> list[str]:
+    """`oeuvre` may be indexed as `oeuvre` or `œuvre` (unicode61 does not fold ligatures)."""
+    parts = re.split(r"(oe|ae)", word)
+    if len(parts) == 1:
+        return [word]
+    choices = [(p, "œ") if p == "oe" else (p, "æ") if p == "ae" else (p,) for p in parts]
+    variants = ["".join(c) for c in product(*choices)]
+    return variants[:_MAX_VARIANTS]
+
+
+def _word_fts(word: Word) -> tuple[list[str], bool]:
+    """Index spellings covering a word inside a phrase, and whether they are prefixes."""
+    if word.prefix:
+        return _ligature_variants(word.text), True
+    forms = surface_forms(word.text) or [word.text]
+    if forms == [word.text]:
+        return _ligature_variants(word.text), False
+    common = forms[0]
+    for form in forms[1:]:
+        while not form.startswith(common):
+            common = common[:-1]
+    return _ligature_variants(common), True
+
+
+def _quote(token: str, prefix: bool) -> str:
+    return f'"{token}"' + ("*" if prefix else "")
+
+
+def _phrase_fts(words: tuple[Word, ...]) -> list[str]:
+    """FTS5 phrases (no OR: usable inside NEAR) that together cover the phrase."""
+    per_word = [_word_fts(w) for w in words]
+    combos = 1
+    for spellings, _ in per_word:
+        combos *= len(spellings)
+    if combos > _MAX_VARIANTS:
+        per_word = [(spellings[:1], prefix) for spellings, prefix in per_word]
+    return [" + ".join(_quote(t, p) for t, (_, p) in zip(choice, per_word))
+            for choice in product(*(s for s, _ in per_word))]
+
+
+def _term_fts(words: tuple[Word, ...]) -> str:
+    if len(words) == 1 and not words[0].prefix:
+        spellings = [v for form in (surface_forms(words[0].text) or [words[0].text]) for v in _ligature_variants(form)]
+        alternatives = [_quote(s, False) for s in dict.fromkeys(spellings)]
+    else:
+        alternatives = _phrase_fts(words)
+    return alternatives[0] if len(alternatives) == 1 else "(" + " OR ".join(alternatives) + ")"
+
+
+def _in_column(expr: str, title: bool) -> str:
+    return f"{{title}} : ({expr})" if title else expr
+
+
+def to_fts(node: Node, candidates: bool = False) -> str:
+    """An FTS5 MATCH expression for `articles_fts` (columns title, summary, text).
+
+    With `candidates=True` NOT parts are left out, so the result is a superset of what the exact
+    matcher accepts: the topic engine narrows the archive with it, then checks each candidate.
+    """
+    if isinstance(node, Term):
+        return _in_column(_term_fts(node.words), node.title)
+    if isinstance(node, Near):
+        groups = [f"NEAR({a} {b}, {node.distance})"
+                  for a in _phrase_fts(node.left.words) for b in _phrase_fts(node.right.words)]
+        expr = groups[0] if len(groups) == 1 else "(" + " OR ".join(groups) + ")"
+        return _in_column(expr, node.title)
+    if isinstance(node, Or):
+        return "(" + " OR ".join(to_fts(c, candidates) for c in node.children) + ")"
+    if isinstance(node, And):
+        positive = [to_fts(c, candidates) for c in node.children if not isinstance(c, Not)]
+        expr = "(" + " AND ".join(positive) + ")" if len(positive) > 1 else positive[0]
+        negative = [to_fts(c.child, candidates) for c in node.children if isinstance(c, Not)]
+        if negative and not candidates:
+            expr = f"({expr} NOT ({' OR '.join(negative)}))"
+        return expr
+    raise QueryError("", 0, "a query cannot be only NOT")  # _check rejects it before this point
