@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from veille.demo import ArticleWriter, DemoArticle, DemoSite, SiteRenderer, slugify  # noqa: E402
 
-VERSION = 2
+VERSION = 3
 """Bump when the generated corpus changes, so stale caches are not reused."""
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
 PLACEHOLDER = "http://127.0.0.1:1"
@@ -99,7 +99,7 @@ def generate(feeds: int, entries: int, full: int) -> Corpus:
         articles = []
         for n in range(entries):
             theme = themes[(i * entries + n) % len(themes)]
-            title, lead, paragraphs = writer.write(theme)
+            title, lead, paragraphs = writer.write_mixed(theme)
             published = NOW - timedelta(minutes=rng.randrange(0, 20 * 24 * 60))
             slug = f"{n:02d}-{slugify(title, 50)}"
             articles.append(DemoArticle(

@@ -6,7 +6,8 @@ French local-authority press vocabulary spread over two years, stored through th
 (so the full-text index is filled by its triggers) and tagged once. The archive is cached in a temp dir
 keyed by N and the generator version. Then it times:
 
-- the tagger alone (`Tagger.match`) and tagging with storage (`tag_articles`), in articles per second;
+- the tagger alone (`Tagger.match`) and tagging new articles with storage (`tag_articles`), in articles
+  per second;
 - `retag` of one changed topic over the whole archive;
 - `preview` of a draft rule over the whole archive;
 
@@ -201,14 +202,18 @@ def main() -> None:
         texts = [(r["title"], r["summary"], r["text"]) for r in store.article_texts(sample_ids)]
         tagger = Tagger(topics)
         tagger.match(*texts[0])
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         tagged = sum(bool(tagger.match(*t)) for t in texts)
-        rate = len(texts) / (time.perf_counter() - t0)
-        rows.append(("tagging, tagger only", f"{rate:,.0f} articles/s", ">= 5,000 articles/s", rate >= 5000))
-        t0 = time.perf_counter()
-        tag_articles(store, Tagger(topics), sample_ids)
-        rate = len(sample_ids) / (time.perf_counter() - t0)
-        rows.append(("tagging, tagger + storing", f"{rate:,.0f} articles/s", ">= 5,000 articles/s", rate >= 5000))
+        rate, cpu = len(texts) / (time.perf_counter() - t0), len(texts) / (time.process_time() - c0)
+        rows.append(("tagging, tagger only", f"{rate:,.0f} articles/s", f"{cpu:,.0f}/s", ">= 5,000 articles/s",
+                     rate >= 5000))
+        # New articles: no tag yet, so every tag is an insert (with the archive's per-week triggers).
+        store.store_article_tags(sample_ids, [], "", "2026-01-01T00:00:00Z")
+        t0, c0 = time.perf_counter(), time.process_time()
+        tag_articles(store, tagger, sample_ids)  # the pipeline keeps its tagger between batches
+        rate, cpu = len(sample_ids) / (time.perf_counter() - t0), len(sample_ids) / (time.process_time() - c0)
+        rows.append(("tagging, tagger + storing (new articles)", f"{rate:,.0f} articles/s", f"{cpu:,.0f}/s",
+                     ">= 5,000 articles/s", rate >= 5000))
         print(f"  {tagged}/{len(texts)} sample articles got a topic", file=sys.stderr)
 
         target = next(t for t in topics if t.id == "rip-tres-haut-debit")
@@ -216,28 +221,30 @@ def main() -> None:
                         target.exclude, target.min_score)
         new_topics = [changed if t.id == target.id else t for t in topics]
         assert sync_topics(store, new_topics) == [target.id]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         (result,) = retag(store, new_topics).topics
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         rows.append((f"retag 1 changed topic over {args.articles:,} ({result.candidates:,} candidates, "
-                     f"{result.tagged:,} tagged)", f"{seconds:.2f} s", "<= 5 s", seconds <= 5))
+                     f"{result.tagged:,} tagged)", f"{seconds:.2f} s", f"{cpu:.2f} s", "<= 5 s", seconds <= 5))
 
         draft = Topic("smart-city", "Smart city", ("smart city", "ville intelligente", "territoire intelligent",
                                                    "jumeau numérique", "capteurs connectés", "données urbaines"),
                       exclude=("smart city mag",))
         weeks = DAYS // 7 + 2
         preview(store, draft, weeks=weeks, draft=True, now=END)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         shown = preview(store, draft, weeks=weeks, draft=True, now=END)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         rows.append((f"preview of a draft over {args.articles:,} ({shown.candidates:,} candidates, "
-                     f"{shown.total:,} tagged)", f"{seconds:.2f} s", "<= 1 s", seconds <= 1))
+                     f"{shown.total:,} tagged)", f"{seconds:.2f} s", f"{cpu:.2f} s", "<= 1 s", seconds <= 1))
     for leftover in work.parent.glob(work.name + "*"):
         leftover.unlink()
     width = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{width}}  {'measured':>20}  {'target':>20}  ok")
-    for name, measured, goal, ok in rows:
-        print(f"{name:<{width}}  {measured:>20}  {goal:>20}  {'yes' if ok else 'NO'}")
+    print(f"{'measure':<{width}}  {'measured (wall)':>18}  {'CPU time':>10}  {'target':>20}  ok")
+    for name, measured, cpu, goal, ok in rows:
+        print(f"{name:<{width}}  {measured:>18}  {cpu:>10}  {goal:>20}  {'yes' if ok else 'NO'}")
+    print("(CPU time: the same work measured in this process's CPU seconds; far from the wall time, the machine "
+          "was busy)")
 
 
 if __name__ == "__main__":

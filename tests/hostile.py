@@ -178,12 +178,12 @@ def billion_laughs(kind: str, base: str) -> bytes:
     if kind == "rss":
         return f"""<?xml version="1.0" encoding="utf-8"?><!DOCTYPE rss [{dtd}]>
 <rss version="2.0"><channel><title>Le Journal des rires &lol9;</title>
-<item><title>Bombe &lol9;</title><link>{base}/articles/rires</link><guid>rires</guid>
+<item><title>Bombe &lol9;</title><link>{base}/articles/rires-rss</link><guid>rires</guid>
 <description>&lol9;</description></item></channel></rss>""".encode()
     if kind == "atom":
         return f"""<?xml version="1.0" encoding="utf-8"?><!DOCTYPE feed [{dtd}]>
 <feed xmlns="http://www.w3.org/2005/Atom"><title>Rires &lol9;</title><id>urn:x:rires</id>
-<entry><title>Bombe &lol9;</title><link href="{base}/articles/rires"/><id>urn:x:rires:1</id>
+<entry><title>Bombe &lol9;</title><link href="{base}/articles/rires-atom"/><id>urn:x:rires:1</id>
 <updated>2026-11-20T08:00:00Z</updated><summary>&lol9;</summary></entry></feed>""".encode()
     if kind == "sitemap":
         return f"""<?xml version="1.0" encoding="utf-8"?><!DOCTYPE urlset [{dtd}]>
@@ -203,12 +203,12 @@ def external_entity(kind: str, base: str, dtd_url: str | None = None) -> bytes:
     if kind == "rss":
         return f"""<?xml version="1.0" encoding="utf-8"?><!DOCTYPE rss [{decl}]>
 <rss version="2.0"><channel><title>Flux piégé &xxe;</title>
-<item><title>Mot de passe &xxe;</title><link>{base}/articles/piege</link><guid>piege</guid>
+<item><title>Mot de passe &xxe;</title><link>{base}/articles/piege-rss</link><guid>piege</guid>
 <description>Contenu : &xxe;</description></item></channel></rss>""".encode()
     if kind == "atom":
         return f"""<?xml version="1.0" encoding="utf-8"?><!DOCTYPE feed [{decl}]>
 <feed xmlns="http://www.w3.org/2005/Atom"><title>Piège &xxe;</title><id>urn:x:piege</id>
-<entry><title>Mot de passe &xxe;</title><link href="{base}/articles/piege"/><id>urn:x:piege:1</id>
+<entry><title>Mot de passe &xxe;</title><link href="{base}/articles/piege-atom"/><id>urn:x:piege:1</id>
 <updated>2026-11-20T08:00:00Z</updated><summary>Contenu : &xxe;</summary></entry></feed>""".encode()
     if kind == "sitemap":
         return f"""<?xml version="1.0" encoding="utf-8"?><!DOCTYPE urlset [{decl}]>

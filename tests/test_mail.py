@@ -91,6 +91,23 @@ def test_email_structure_and_headers(week, msettings):
     assert all(len(line) <= 998 for line in raw.split(b"\r\n")) and raw.isascii()
 
 
+def test_fast_serialisation_gives_the_bytes_of_the_email_package(week, msettings):
+    from veille.mail import _WIRE, _member_values, _personalise, _renderer
+
+    store, members = week
+    digest = build_digest(store, WEEK, msettings, SOURCES)
+    for key in ("alice", "bruno", "chloe"):
+        md = member_digest(digest, members[key])
+        msg = render_email(md, msettings)
+        assert message_bytes(msg) == msg.as_bytes(policy=_WIRE)
+        # the blocks, encoded one by one, decode to the whole body
+        parsed = _parse(message_bytes(msg))
+        html, text = _renderer(digest, msettings).bodies(md)
+        values = _member_values(md, msettings)
+        assert parsed.get_body(("html",)).get_content().replace("\r\n", "\n") == _personalise(html, values, True)
+        assert parsed.get_body(("plain",)).get_content().replace("\r\n", "\n") == _personalise(text, values, False)
+
+
 def test_message_id_is_stable_per_week_and_member(week, msettings):
     store, members = week
     digest = build_digest(store, WEEK, msettings, SOURCES)
@@ -106,7 +123,8 @@ def test_html_is_inlined_table_layout_and_text_has_the_same_links(week, msetting
     msg = _parse(message_bytes(render_email(member_digest(digest, members["alice"]), msettings)))
     html = msg.get_body(("html",)).get_content()
     text = msg.get_body(("plain",)).get_content()
-    assert re.search(r'<a class="item-title" href="[^"]+" style="[^"]*font-weight: bold', html)  # CSS inlined
+    assert re.search(r'<a href="[^"]+" style="[^"]*font-weight: bold', html)  # CSS inlined
+    assert "<style>" in html and ".badge" not in html  # only the @media rules stay in <style>
     assert "max-width: 600px" in html and "<table" in html
     assert not re.search(r"display:\s*(flex|grid)", html)
     assert "@media only screen and (max-width: 480px)" in html  # kept for phones

@@ -113,7 +113,8 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, caplog):
 @pytest.fixture
 def restore_logging():
     root = logging.getLogger()
-    saved = (list(root.handlers), root.level, logging.getLogger("apscheduler").level)
+    names = ("apscheduler", "apscheduler.scheduler", "httpx", "httpcore", "trafilatura", "charset_normalizer")
+    saved = (list(root.handlers), root.level, {name: logging.getLogger(name).level for name in names})
     yield
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -122,7 +123,8 @@ def restore_logging():
     for handler in saved[0]:
         root.addHandler(handler)
     root.setLevel(saved[1])
-    logging.getLogger("apscheduler").setLevel(saved[2])
+    for name, level in saved[2].items():
+        logging.getLogger(name).setLevel(level)
 
 
 def test_json_log_lines_carry_extras_and_traceback(tmp_path, restore_logging):
@@ -601,8 +603,9 @@ def test_broken_topics_file_is_rejected_and_the_old_rules_keep_working(tmp_path,
     feed = publish(http_server, STORIES)
     write_sources(tmp_path, ("hebdo", feed))
     daemon = daemons().start()
-    wait_for(lambda: len(article_topics(daemon.db)) == len(STORIES), what="the first pass")
-    assert article_topics(daemon.db)[STORIES[1].title] == {"cybersecurite"}
+    # tags land just after the articles' own transaction: wait for them, not only for the articles
+    wait_for(lambda: article_topics(daemon.db).get(STORIES[1].title) == {"cybersecurite"}, what="the first pass")
+    assert len(article_topics(daemon.db)) == len(STORIES)
 
     mark = len(daemon.records())
     topics.write_text(TOPICS + "    keyword: [fuite de données]\n", encoding="utf-8")  # typo on line 5
@@ -610,8 +613,8 @@ def test_broken_topics_file_is_rejected_and_the_old_rules_keep_working(tmp_path,
     assert error["file"] == str(topics) and error["line"] == 5 and "keyword" in error["message"]
 
     publish(http_server, [*STORIES, RANSOMWARE])  # the site publishes a new article
-    wait_for(lambda: RANSOMWARE.title in article_topics(daemon.db), what="the new article")
-    assert article_topics(daemon.db)[RANSOMWARE.title] == {"cybersecurite"}  # tagged by the old rules
+    # tagged by the old rules
+    wait_for(lambda: article_topics(daemon.db).get(RANSOMWARE.title) == {"cybersecurite"}, what="the new article")
 
     topics.write_text(TOPICS + "  inclusion:\n    label: Inclusion numérique\n    keywords: [conseiller numérique]\n",
                       encoding="utf-8")
@@ -768,3 +771,12 @@ def test_reload_reschedules_changed_sources_and_drops_removed_ones(tmp_path, set
             "source:alpha": "every 30m", "source:gamma": "every 2h", "source:beta-off": "every 1h"}
     finally:
         daemon.shutdown()
+
+
+def test_invalid_configuration_at_start_exits_2_naming_file_and_line(tmp_path, daemons):
+    (tmp_path / "sources.yaml").write_text("sources:\n  - id: gazette\n    nom: La Gazette\n", encoding="utf-8")
+    daemon = daemons().start()
+    assert daemon.proc.wait(20) == 2
+    output = daemon.log.read_text(encoding="utf-8")
+    assert f"error: {tmp_path / 'sources.yaml'}:3: [sources[0].nom] unknown key" in output
+    assert lock_holder(daemon.db) is None

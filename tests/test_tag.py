@@ -170,6 +170,18 @@ def test_hits_explain_with_the_matched_words_in_context():
     assert marked.hit.text[marked.start:marked.end] == "THD"
 
 
+def test_tagger_survives_pickling_and_forgetting_what_it_learnt():
+    import pickle
+
+    t = Tagger([kw("num", "numéri*", "cyber*"), kw("cyber", "cybersécurité")])
+    text = "La cybersécurité et la numérisation des communes"
+    before = t.match("", "", text)
+    assert [m.topic_id for m in before] == ["num", "cyber"] and before[0].score == 2
+    clone = pickle.loads(pickle.dumps(t))
+    t._forget()
+    assert t.match("", "", text) == clone.match("", "", text) == before
+
+
 def test_topics_come_out_in_file_order():
     t = Tagger([kw("b", "vélo"), kw("a", "fibre")])
     assert [m.topic_id for m in t.match("", "", "fibre et vélo")] == ["b", "a"]

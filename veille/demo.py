@@ -74,6 +74,7 @@ def default_topics_path() -> Path:
 
 
 _NBSP, _NNBSP = "\u00a0", "\u202f"
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-ZÀ-ÖØ-Þ«])")
 
 
 def typography(text: str) -> str:
@@ -110,6 +111,7 @@ class ArticleWriter:
         self.year = year or datetime.now(PARIS).year
         self._used: dict[tuple[str, int], list[set[int]]] = {}
         self._asides: dict[tuple[str, int], int] = {}
+        self._sentence_pool: dict[str, list[str]] = {}
 
     def _person(self) -> tuple[str, int]:
         gender = self.rng.randrange(2)
@@ -171,6 +173,38 @@ class ArticleWriter:
         self._asides[key] = self._asides.get(key, 0) + 1
         return self.themes[key[0]]["paragraphs"][key[1]]
 
+    def _sentences(self, theme: str) -> list[str]:
+        cached = self._sentence_pool.get(theme)
+        if cached is None:
+            cached = [s for p in self.themes[theme]["paragraphs"] for s in _SENTENCE_END.split(p) if s]
+            self._sentence_pool[theme] = cached
+        return cached
+
+    def write_mixed(self, theme: str, values: dict[str, str] | None = None) -> tuple[str, str, list[str]]:
+        """An article recombined sentence by sentence, a few from its theme and more from all the others:
+        incoherent to read, but tens of thousands of them stay as different from each other as real
+        articles are, which the near-duplicate index needs (the ingestion benchmark's corpus)."""
+        bank = self.themes[theme]
+        values = values or self.values()
+        own = self.rng.sample(self._sentences(theme), 4)
+        others = [t for t in self.themes if t != theme]
+        borrowed = [self.rng.choice(self._sentences(self.rng.choice(others))) for _ in range(self.rng.randint(5, 7))]
+        sentences = own + borrowed
+        self.rng.shuffle(sentences)
+        body, i = [], 0
+        while i < len(sentences):
+            size = self.rng.randint(2, 3)
+            body.append(" ".join(sentences[i:i + size]))
+            i += size
+        body.append(self.rng.choice(self.closings))
+        return self._fill(self.rng.choice(bank["titles"]), values), self._fill(self.rng.choice(bank["leads"]), values), \
+            [self._fill(p, values) for p in body]
+
+    @staticmethod
+    def _fill(text: str, values: dict[str, str]) -> str:
+        text = typography(text.format_map(values))
+        return text[0].upper() + text[1:]
+
     def write(self, theme: str, values: dict[str, str] | None = None, paragraphs: int = 3,
               aside: int = 1) -> tuple[str, str, list[str]]:
         """(title, lead, paragraphs) for one article of `theme`.
@@ -186,12 +220,7 @@ class ArticleWriter:
         for _ in range(aside):
             body.insert(self.rng.randrange(1, len(body) + 1), self._aside(theme))
         body.append(self.rng.choice(self.closings))
-
-        def fill(text: str) -> str:
-            text = typography(text.format_map(values))
-            return text[0].upper() + text[1:]
-
-        return fill(title), fill(lead), [fill(p) for p in body]
+        return self._fill(title, values), self._fill(lead, values), [self._fill(p, values) for p in body]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
-from functools import cache, lru_cache
+from functools import cache, cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from urllib.parse import urlsplit
@@ -53,6 +53,8 @@ EMAIL_ITEM_BUDGET = 40
 """Stories in one email at most: a member following many topics gets fewer per section (never under 2),
 so the HTML stays under Gmail's 102 KB clipping; the rest is one click away in the archive page."""
 MAX_KEYWORDS = 6
+MAX_SOURCES_SHOWN = 5
+"""Sources listed (with their links) under a story; more are summed up as "+ N autres sources"."""
 
 # --------------------------------------------------------------------------------------------------
 # ISO weeks in Europe/Paris
@@ -404,8 +406,17 @@ class Item:
         return tuple(t for t, _ in self.scores)
 
     @property
+    def shown_sources(self) -> tuple[ItemSource, ...]:
+        return self.sources[:MAX_SOURCES_SHOWN]
+
+    @property
+    def more_sources(self) -> int:
+        return max(0, len(self.sources) - MAX_SOURCES_SHOWN)
+
+    @property
     def source_names(self) -> str:
-        return " · ".join(s.name for s in self.sources)
+        names = " · ".join(s.name for s in self.shown_sources)
+        return names + (f" + {plural(self.more_sources, 'autre source', 'autres sources')}" if self.more_sources else "")
 
     def score(self, topic_id: str) -> int:
         return dict(self.scores).get(topic_id, 0)
@@ -470,9 +481,17 @@ class Digest:
         return parse_week(self.week)[1]
 
     def count_for(self, topics: frozenset[str] | None) -> int:
+        """Distinct articles with at least one of `topics` (None: all)."""
         if topics is None:
             return self.article_count
-        return sum(n for combo, n in self.topic_sets if combo & topics)
+        bits, masks = self._topic_masks
+        wanted = sum(bits.get(t, 0) for t in topics)
+        return sum(n for mask, n in masks if mask & wanted)
+
+    @cached_property
+    def _topic_masks(self) -> tuple[dict[str, int], tuple[tuple[int, int], ...]]:
+        bits = {t.id: 1 << i for i, t in enumerate(self.topics)}
+        return bits, tuple((sum(bits[t] for t in combo), n) for combo, n in self.topic_sets)
 
 
 @dataclass(frozen=True)
@@ -694,8 +713,21 @@ def digest_view(digest: Digest, topics: frozenset[str] | None, member: "Member |
 def member_digest(digest: Digest, member: "Member") -> MemberDigest | None:
     """The member's share of the digest, or None when nothing they follow happened (no email then)."""
     topics = None if member.topics is None else frozenset(member.topics)
-    view = digest_view(digest, topics, member, budget=EMAIL_ITEM_BUDGET)
-    return view if view.sections else None
+    view = _views(digest).get(topics)
+    if view is None:
+        view = _views(digest)[topics] = digest_view(digest, topics, None, budget=EMAIL_ITEM_BUDGET)
+    return replace(view, member=member) if view.sections else None
+
+
+_view_cache: tuple[Digest | None, dict[frozenset[str] | None, MemberDigest]] = (None, {})
+
+
+def _views(digest: Digest) -> dict[frozenset[str] | None, MemberDigest]:
+    """Views by set of topics, for the digest being delivered (members often follow the same topics)."""
+    global _view_cache
+    if _view_cache[0] is not digest:
+        _view_cache = (digest, {})
+    return _view_cache[1]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -224,14 +224,18 @@ class FoldedText:
 
     def span(self, first: int, last: int) -> tuple[int, int]:
         """Character offsets in the original text from the start of word `first` to the end of `last`."""
-        low = self.low
         if self._lows is None:
-            self._lows = low.split()
             if len(self._base) != len(self.text):
-                low, self._offsets = _aligned(self.text)
-                self.low = low
-        token = self._lows[first]
-        rank = self._lows[:first].count(token)
+                self.low, self._offsets = _aligned(self.text)
+            self._lows = self.low.split() if (b"\x01" in self.low or b"\x03" in self.low) else []
+        low = self.low
+        if self._lows:  # ligatures: the folded words are longer than the text's, count on the text's
+            token = self._lows[first]
+            rank = self._lows[:first].count(token)
+        else:
+            word = self.words[first]
+            token = word.encode("ascii")
+            rank = 0 if self.words.index(word) == first else self.words[:first].count(word)
         size, end = len(token), len(low)
         at = -1
         while rank >= 0:

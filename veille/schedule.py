@@ -542,6 +542,8 @@ class Daemon:
         self.state = Store.open(watch.db_path)
         self.state.execute("PRAGMA busy_timeout = 5000")  # bookkeeping must never hold up a stop for long
         self._watch_lock = threading.Lock()
+        self._state_lock = threading.RLock()
+        self._state_closed = False
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._stop_requested = False
@@ -578,9 +580,9 @@ class Daemon:
     def run(self) -> int:
         """Block until stopped; returns the exit code (0)."""
         self._install_signals()
-        self.start()
-        next_check = time.monotonic() + self.options.watch_interval
         try:
+            self.start()
+            next_check = time.monotonic() + self.options.watch_interval
             while not self._stop_requested:
                 self._wake.wait(0.5)  # signal handlers only set flags: poll them often
                 self._wake.clear()
@@ -629,7 +631,8 @@ class Daemon:
             running = list(self._running.jobs.values())
         if running:
             log.info("stopping: waiting for %s", ", ".join(running))
-        if self.scheduler.running:
+        started = self.scheduler.running
+        if started:
             self.scheduler.shutdown(wait=False)
         with self._cond:
             self._cond.wait_for(lambda: not self._running.jobs, timeout=self.options.stop_timeout)
@@ -640,9 +643,12 @@ class Daemon:
                         self.options.stop_timeout, ", ".join(stuck))
             logging.shutdown()
             os._exit(0)  # the job's thread cannot be interrupted; the kernel releases the lock file
-        self.state.close()
+        with self._state_lock:
+            self._state_closed = True
+            self.state.close()
         self.watch.close()
-        log.info("scheduler stopped")
+        if started:
+            log.info("scheduler stopped")
 
     # -- configuration ------------------------------------------------------------------------------
 
@@ -770,29 +776,30 @@ class Daemon:
         """
         from .store import utcnow
 
-        if self._stop.is_set():
-            return
         started, t0 = utcnow(), time.monotonic()
-        with self._cond:
+        with self._cond:  # checked and registered at once: `shutdown` closes nothing under a running job
+            if self._stop.is_set():
+                return
             self._running.jobs[threading.get_ident()] = job_id
         status, error = "ok", None
         try:
-            func(*args)
-        except Interrupted:
-            status = "interrupted"
-            log.info("%s: interrupted by the stop; its last batch was committed or discarded whole", job_id,
-                     extra={"job": job_id})
-        except Exception as e:  # noqa: BLE001 - one job's failure must not stop the daemon
-            status, error = "error", f"{type(e).__name__}: {e}"
-            log.exception("%s failed: %s", job_id, e, extra={"job": job_id})
+            try:
+                func(*args)
+            except Interrupted:
+                status = "interrupted"
+                log.info("%s: interrupted by the stop; its last batch was committed or discarded whole", job_id,
+                         extra={"job": job_id})
+            except Exception as e:  # noqa: BLE001 - one job's failure must not stop the daemon
+                status, error = "error", f"{type(e).__name__}: {e}"
+                log.exception("%s failed: %s", job_id, e, extra={"job": job_id})
+            job = self.scheduler.get_job(job_id)
+            self._save(lambda: self.state.record_job_run(job_id, started, status, error,
+                                                         int((time.monotonic() - t0) * 1000),
+                                                         next_run_at=_next_run(job)))
         finally:
             with self._cond:
                 self._running.jobs.pop(threading.get_ident(), None)
                 self._cond.notify_all()
-        job = self.scheduler.get_job(job_id)
-        self._save(lambda: self.state.record_job_run(job_id, started, status, error,
-                                                     int((time.monotonic() - t0) * 1000),
-                                                     next_run_at=_next_run(job)))
 
     def _on_missed(self, event: Any) -> None:
         from apscheduler.events import EVENT_JOB_MISSED
@@ -803,11 +810,18 @@ class Daemon:
             log.debug("%s: previous run still going, this one skipped", event.job_id)
 
     def _save(self, write: Callable[[], None]) -> None:
-        """Bookkeeping is best effort: a busy database must not turn into a failed job."""
-        try:
-            write()
-        except (VeilleError, sqlite3.Error) as e:
-            log.warning("could not record the scheduler's state: %s", e)
+        """Bookkeeping is best effort: a busy database must not turn into a failed job.
+
+        Listeners run in executor threads, even during a stop: the lock keeps them off a closed connection
+        (closing a SQLite connection while another thread uses it can crash the process).
+        """
+        with self._state_lock:
+            if self._state_closed:
+                return
+            try:
+                write()
+            except (VeilleError, sqlite3.Error) as e:
+                log.warning("could not record the scheduler's state: %s", e)
 
     def _run_async(self, make: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         """Run a coroutine on a private loop whose task `shutdown()` can cancel from the main thread."""

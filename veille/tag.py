@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import product
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -176,6 +177,16 @@ commune territoire donnee plan centre projet local locale national conseil agent
 """.split())
 
 
+def _needles(words: tuple[Word, ...], forms: tuple[frozenset[str] | None, ...]) -> tuple[str, ...] | None:
+    """Every spelling of a plain phrase as ` w1 w2 ` (None for single words, prefixes, capitals, or too many)."""
+    if len(words) < 2 or any(w.prefix or w.caps for w in words):
+        return None
+    spellings = [sorted(f) for f in forms if f is not None]
+    if math.prod(len(s) for s in spellings) > 16:
+        return None
+    return tuple(" " + " ".join(choice) + " " for choice in product(*spellings))
+
+
 def _anchor(words: tuple[Word, ...]) -> int:
     """The word of a phrase most likely to be rare: the longest plain word, skipping very common ones."""
     def rarity(index: int) -> tuple[int, int, int]:
@@ -203,16 +214,7 @@ class MarkedHit:
     end: int
 
 
-@dataclass(frozen=True)
-class _Result:
-    topic_id: str
-    score: int
-    hits: tuple[MarkedHit, ...]
-
-    def public(self) -> TopicMatch:
-        return TopicMatch(self.topic_id, self.score, tuple(m.hit for m in self.hits))
-
-
+_Result = tuple  # (topic_id, score, ((Hit, mark start, mark end), ...)): plain tuples, this is the hot path
 _KEYWORD, _REQUIRE, _EXCLUDE, _QUERY = range(4)
 
 
@@ -233,13 +235,12 @@ class _Compiled:
 class _FieldState:
     """One field of one article: its folded words and the atoms found in it (with positions once known)."""
 
-    __slots__ = ("name", "weight", "folded", "wordset", "candidates", "found", "_where")
+    __slots__ = ("name", "weight", "folded", "candidates", "found", "_where")
 
-    def __init__(self, name: Field, weight: int, folded: FoldedText, wordset: set[str]) -> None:
+    def __init__(self, name: Field, weight: int, folded: FoldedText) -> None:
         self.name = name
         self.weight = weight
         self.folded = folded
-        self.wordset = wordset
         self.candidates: dict[int, list[str]] = {}
         self.found: dict[int, list[int] | None] = {}
         self._where: dict[str, list[int]] = {}
@@ -285,6 +286,9 @@ class Tagger:
         # Each phrase is indexed by its least common-looking word (its anchor), so that frequent words
         # like "ville" or "service" do not make every article a candidate for dozens of phrases.
         self._anchor = [_anchor(a) for a in self._atoms]
+        self._needles = [_needles(a, f) for a, f in zip(self._atoms, self._forms)]
+        self._rest = [tuple(f for j, f in enumerate(forms) if f is not None and j != k)
+                      for forms, k in zip(self._forms, self._anchor)]
         self._anchor_stem: dict[str, list[int]] = {}
         self._anchor_prefix: dict[str, list[int]] = {}
         for aid, atom in enumerate(self._atoms):
@@ -292,9 +296,14 @@ class Tagger:
             target = self._anchor_prefix if word.prefix else self._anchor_stem
             target.setdefault(word.text, []).append(aid)
         self._prefix_lengths = sorted({len(p) for p in self._anchor_prefix})
-        self._memo: dict[str, tuple[int, ...]] = {}
-        self._known: set[str] = set()
-        self._relevant: set[str] = set()
+        # Text words that can be an anchor: every spelling of every anchor stem, known in advance; words
+        # matching an anchor prefix are learnt as they come (memoised).
+        self._stem_memo: dict[str, tuple[int, ...]] = {}
+        for stemmed, aids in self._anchor_stem.items():
+            for form in surface_forms(stemmed) or [stemmed]:
+                self._stem_memo[form] = tuple(aids)
+        self._forget()
+        self._rest_vocab: frozenset[str] = frozenset().union(*(f for rest in self._rest for f in rest))
         self.rule_hash = topics_hash(self.topics)
 
     # -- compilation ---------------------------------------------------------------------------------
@@ -354,41 +363,61 @@ class Tagger:
 
     # -- matching ------------------------------------------------------------------------------------
 
+    def _forget(self) -> None:
+        self._memo = dict(self._stem_memo)
+        self._relevant = set(self._stem_memo)
+        self._known: set[str] = set()
+
     def _learn(self, words: set[str]) -> None:
-        """Index words never seen before: which atoms can start with each (memoised for good)."""
+        """Index new words against the anchor prefixes (only topics with `*` keywords need this)."""
         if len(self._known) > 2_000_000:
-            self._known = set(self._relevant)
+            self._forget()
         for w in words:
-            aids = list(self._anchor_stem.get(stem(w), ()))
+            self._known.add(w)
+            aids = list(self._memo.get(w, ()))
             for length in self._prefix_lengths:
                 if length > len(w):
                     break
                 aids.extend(self._anchor_prefix.get(w[:length], ()))
-            self._known.add(w)
             if aids:
                 self._memo[w] = tuple(aids)
                 self._relevant.add(w)
 
     def _scan(self, name: Field, weight: int, text: str) -> _FieldState | None:
         folded = FoldedText(text)
-        words = set(folded.words)
-        new = words - self._known
-        if new:
-            self._learn(new)
-        relevant = words & self._relevant
+        if self._prefix_lengths:
+            new = set(folded.words) - self._known
+            if new:
+                self._learn(new)
+        relevant = self._relevant.intersection(folded.words)
         if not relevant:
             return None
-        state = _FieldState(name, weight, folded, words)
+        state = _FieldState(name, weight, folded)
         candidates, found = state.candidates, state.found
         for w in relevant:
             for aid in self._memo[w]:
                 candidates.setdefault(aid, []).append(w)
+        present = joined = None
         for aid, anchors in candidates.items():
             if self._simple[aid]:
                 found[aid] = None
                 continue
-            forms = self._forms[aid]
-            if any(f is not None and f.isdisjoint(words) for f in forms):
+            if present is None:
+                present = self._rest_vocab.intersection(folded.words)
+            absent = False
+            for f in self._rest[aid]:
+                if f.isdisjoint(present):
+                    absent = True
+                    break
+            if absent:
+                continue
+            needles = self._needles[aid]
+            if needles is not None:
+                # A plain phrase: one substring search per spelling, positions only if a hit needs them.
+                if joined is None:
+                    joined = " " + " ".join(folded.words) + " "
+                if any(n in joined for n in needles):
+                    found[aid] = None
                 continue
             positions = self._verify(state, aid, anchors)
             if positions:
@@ -423,7 +452,8 @@ class Tagger:
         """Where the atom first occurs in the field (cheap for single words: `list.index` stops early)."""
         found = state.found[aid]
         if found is None and self._simple[aid]:
-            return min(state.folded.words.index(w) for w in state.candidates[aid])
+            words, candidates = state.folded.words, state.candidates[aid]
+            return words.index(candidates[0]) if len(candidates) == 1 else min(words.index(w) for w in candidates)
         return self._positions(state, aid)[0]
 
     def _positions(self, state: _FieldState, aid: int) -> list[int]:
@@ -476,7 +506,7 @@ class Tagger:
         if len(found) > 1:
             found.sort(key=lambda item: (-item[0].weight, c.order[item[1]]))
         hits = tuple(self._hit(state, ("term", aid, False, c.display[aid])) for state, aid in found)
-        return _Result(c.topic.id, score, hits)
+        return c.topic.id, score, hits
 
     def _evaluate_query(self, c: _Compiled, fields: list[_FieldState]) -> _Result | None:
         assert c.ast is not None
@@ -489,7 +519,7 @@ class Tagger:
         if score < c.min_score:
             return None
         unique.sort(key=lambda item: -by_id[item[0]].weight)
-        return _Result(c.topic.id, score, tuple(self._hit(by_id[sid], node) for sid, node in unique))
+        return c.topic.id, score, tuple(self._hit(by_id[sid], node) for sid, node in unique)
 
     def _eval(self, node: tuple, fields: list[_FieldState]) -> tuple[bool, list]:
         kind = node[0]
@@ -535,7 +565,7 @@ class Tagger:
     def _near(self, state: _FieldState, left: int, right: int, distance: int) -> bool:
         return self._near_pair(state, left, right, distance) is not None
 
-    def _hit(self, state: _FieldState, node: tuple) -> MarkedHit:
+    def _hit(self, state: _FieldState, node: tuple) -> tuple[Hit, int, int]:
         if node[0] == "near":
             span = self._near_pair(state, node[1], node[2], node[3])
             assert span is not None
@@ -546,15 +576,17 @@ class Tagger:
             last = first + len(self._atoms[aid]) - 1
         start, end = state.folded.span(first, last)
         text, mark_start, mark_end = _context(state.folded.text, start, end)
-        return MarkedHit(Hit(node[-1], state.name, text), mark_start, mark_end)
+        return Hit(node[-1], state.name, text), mark_start, mark_end
 
     def match(self, title: str, summary: str, text: str) -> list[TopicMatch]:
         """The topics this article gets, in topics.yaml order, with score and hits."""
-        return [r.public() for r in self._run(title or "", summary or "", text or "")]
+        return [TopicMatch(topic_id, score, tuple(h[0] for h in hits))
+                for topic_id, score, hits in self._run(title or "", summary or "", text or "")]
 
     def match_marked(self, title: str, summary: str, text: str) -> list[tuple[TopicMatch, tuple[MarkedHit, ...]]]:
         """Like `match`, with the position of the matched words inside each hit's text."""
-        return [(r.public(), r.hits) for r in self._run(title or "", summary or "", text or "")]
+        return [(TopicMatch(topic_id, score, tuple(h[0] for h in hits)), tuple(MarkedHit(*h) for h in hits))
+                for topic_id, score, hits in self._run(title or "", summary or "", text or "")]
 
 
 def _squash(text: str) -> str:
@@ -568,25 +600,35 @@ def _squash(text: str) -> str:
 def _context(text: str, start: int, end: int, width: int = CONTEXT_CHARS) -> tuple[str, int, int]:
     """The matched words with about `width` characters on each side, cut between words."""
     left = start - width
-    if left <= 0:
-        left = 0
-    else:
-        cut = min((i for i in (text.find(" ", left, start), text.find("\n", left, start)) if i >= 0), default=-1)
+    if left > 0:
+        cut = text.find(" ", left, start)
+        newline = text.find("\n", left, start)
+        if newline >= 0 and (cut < 0 or newline < cut):
+            cut = newline
         left = cut + 1 if cut >= 0 else start
-    right = end + width
-    if right >= len(text):
-        right = len(text)
     else:
+        left = 0
+    right = end + width
+    if right < len(text):
         cut = max(text.rfind(" ", end, right), text.rfind("\n", end, right))
         right = cut if cut > end else end
-    pre = ("… " if left > 0 else "") + _squash(text[left:start]).lstrip()
-    middle = _squash(text[start:end])
-    post = _squash(text[end:right]).rstrip() + (" …" if right < len(text) else "")
+    else:
+        right = len(text)
+    before, middle, after = text[left:start], text[start:end], text[end:right]
+    segment = text[left:right]
+    if not segment.isprintable() or "  " in segment:
+        before, middle, after = _squash(before), _squash(middle), _squash(after)
+    pre = ("… " if left > 0 else "") + before.lstrip()
+    post = after.rstrip() + (" …" if right < len(text) else "")
     return pre + middle + post, len(pre), len(pre) + len(middle)
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False)
+
+
 def _hits_json(hits: Iterable[Hit]) -> str:
-    return json.dumps([{"keyword": h.keyword, "field": h.field, "text": h.text} for h in hits], ensure_ascii=False)
+    """article_topics.hits: [{keyword, field, text}] (one encoder for all: this runs per tagged article)."""
+    return _JSON.encode([{"keyword": h.keyword, "field": h.field, "text": h.text} for h in hits])
 
 
 def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
@@ -776,10 +818,11 @@ def preview(store: "Store", topic_or_draft: Topic, weeks: int = 12, samples: int
     rows = store.fts_articles(tagger.fts_query(topic.id), since=since)
     matched: dict[int, PreviewSample] = {}
     for row in rows:
-        results = tagger._run(row["title"] or "", row["summary"] or "", row["text"] or "")
+        results = tagger.match_marked(row["title"], row["summary"], row["text"])
         if results:
+            (match, marks), = results
             matched[row["id"]] = PreviewSample(row["id"], parse_iso(row["published_at"]), row["title"],
-                                               results[0].score, results[0].hits)
+                                               match.score, marks)
     counts = Counter(iso_week(s.published_at) for s in matched.values())
     per_week = tuple((w, counts.get(w, 0)) for w in _weeks_between(since, now))
     current = store.topic_article_ids(topic.id, since)

@@ -6,6 +6,7 @@ fragments with `?` placeholders only; ids and dates are always parameters.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -167,23 +168,16 @@ class ArchiveMixin:
 
     # -- trends -------------------------------------------------------------------------------------
 
-    def weekly_topic_counts(self: "Store", first_week: str, last_week: str,
-                            topic_ids: Sequence[str] = ()) -> list[tuple[str, str, int]]:
-        """(topic id, ISO week, articles) for weeks in [first_week, last_week]; empty weeks absent.
+    def weekly_topic_counts(self: "Store", topic_ids: Sequence[str], weeks: Sequence[str]) -> list[tuple[str, str, int]]:
+        """(topic id, ISO week, articles) for every pair of `topic_ids` x `weeks`, zeros included.
 
-        Reads `topic_article_weeks`, whose key (topic, week) turns this into index range scans.
+        One count per pair on the (topic_id, week) key of `topic_article_weeks`: a tight index range
+        per pair, cheaper than grouping every tag of the period.
         """
-        if topic_ids:
-            marks = ",".join("?" * len(topic_ids))
-            rows = self.query(
-                "SELECT topic_id, week, count(*) FROM topic_article_weeks "
-                f"WHERE topic_id IN ({marks}) AND week BETWEEN ? AND ? GROUP BY topic_id, week",
-                (*topic_ids, first_week, last_week))
-        else:
-            rows = self.query(
-                "SELECT c.topic_id, c.week, count(*) FROM topics t JOIN topic_article_weeks c "
-                "ON c.topic_id = t.id AND c.week BETWEEN ? AND ? WHERE t.active = 1 GROUP BY c.topic_id, c.week",
-                (first_week, last_week))
+        rows = self.query(
+            "SELECT t.value, w.value, (SELECT count(*) FROM topic_article_weeks c "
+            "WHERE c.topic_id = t.value AND c.week = w.value) FROM json_each(?) t, json_each(?) w",
+            (json.dumps(list(topic_ids)), json.dumps(list(weeks))))
         return [(r[0], r[1], r[2]) for r in rows]
 
     # -- export -------------------------------------------------------------------------------------

@@ -285,10 +285,10 @@ SELECT
     a.url,                               -- link as published
     a.author,                            -- author when the page or feed names one
     a.lang,                              -- language code when known
-    (SELECT group_concat(id, '; ') FROM (SELECT t.id FROM article_topics at2 JOIN topics t ON t.id = at2.topic_id
-      WHERE at2.article_id = a.id ORDER BY t.position)) AS topics, -- topic ids separated by '; ' (digest order)
-    (SELECT group_concat(label, '; ') FROM (SELECT t.label FROM article_topics at2 JOIN topics t ON t.id = at2.topic_id
-      WHERE at2.article_id = a.id ORDER BY t.position)) AS topic_labels, -- topic labels separated by '; '
+    (SELECT group_concat(at2.topic_id, '; ') FROM article_topics at2
+      WHERE at2.article_id = a.id) AS topics, -- topic ids separated by '; ', in id order
+    (SELECT group_concat(label, '; ') FROM (SELECT t.label FROM article_topics at2 JOIN topics t
+      ON t.id = at2.topic_id WHERE at2.article_id = a.id ORDER BY at2.topic_id)) AS topic_labels, -- their labels, in the same order
     a.cluster_id,                        -- story: near-duplicates share it
     (SELECT count(*) FROM articles c WHERE c.cluster_id = a.cluster_id) AS cluster_size -- articles in the story
 FROM articles a
