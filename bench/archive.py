@@ -278,26 +278,32 @@ def main() -> int:
     store = Store.open(path, readonly=True)
     rows: list[tuple[str, str, str, str]] = []
 
-    def measure(queries: list) -> list[float]:
-        timings: list[float] = []
+    def measure(queries: list) -> tuple[list[float], list[float]]:
+        """Wall-clock and CPU seconds of every run (CPU time shows the cost when the machine is shared)."""
+        walls: list[float] = []
+        cpus: list[float] = []
         for label, text, filters in queries:
             runs = []
             for _ in range(args.repeat):
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
                 result = archive.search(store, text, limit=20, **filters)
                 runs.append(time.perf_counter() - started)
-            timings.extend(runs)
+                cpus.append(time.process_time() - cpu)
+            walls.extend(runs)
             rows.append((f"  search {label}: {text} ({result.total:,} matches)",
                          f"{statistics.median(runs) * 1000:.1f} ms", "", "p50"))
-        return timings
+        return walls, cpus
 
     archive.search(store, "échauffement")  # imports and caches, not what an analyst waits for twice
-    typical = measure(TYPICAL)
+    typical, typical_cpu = measure(TYPICAL)
     p95 = _percentile(typical, 0.95) * 1000
     rows.append(("search p50, typical queries", f"{_percentile(typical, 0.5) * 1000:.1f} ms", "", ""))
     rows.append(("search p95, typical queries", f"{p95:.1f} ms", "<= 30 ms", "pass" if p95 <= 30 else "FAIL"))
-    other = measure(OTHER)
+    rows.append(("search p95, typical queries, CPU time", f"{_percentile(typical_cpu, 0.95) * 1000:.1f} ms", "",
+                 "info"))
+    other, other_cpu = measure(OTHER)
     rows.append(("search p95, other queries (no target)", f"{_percentile(other, 0.95) * 1000:.1f} ms", "", ""))
+    rows.append(("search p95, other queries, CPU time", f"{_percentile(other_cpu, 0.95) * 1000:.1f} ms", "", "info"))
 
     runs = []
     for _ in range(10):
@@ -310,12 +316,13 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "export.csv"
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         written = archive.export(store, out, fmt="csv")
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         size = out.stat().st_size / 1e6
     rows.append((f"export {written:,} rows to CSV ({size:.0f} MB)", f"{elapsed:.2f} s",
                  "<= 5 s", "pass" if elapsed <= 5 else "FAIL"))
+    rows.append(("export to CSV, CPU time", f"{cpu:.2f} s", "", "info"))
     store.close()
 
     width = max(len(r[0]) for r in rows)

@@ -101,12 +101,19 @@ def _child(work: Path) -> dict:
     return json.loads(child.stdout.strip().splitlines()[-1])
 
 
-def run_hostile(work: Path) -> dict:
+def run_hostile(work: Path, per_input: bool) -> dict:
     (work / "baseline").mkdir(parents=True, exist_ok=True)
+    alone: dict[str, float] = {}
     with FixtureServer() as server, FixtureServer(host=hostile.PUBLIC_STAND_IN) as public:
         hostile.battery_sources(work / "baseline" / "sources.yaml", server, public, cases=())
         (work / "baseline" / "topics.yaml").write_text(TOPICS, encoding="utf-8")
         baseline = _child(work / "baseline")
+        for case in hostile.HOSTILE_CASES if per_input else ():
+            folder = work / "alone" / case.name
+            folder.mkdir(parents=True)
+            hostile.battery_sources(folder / "sources.yaml", server, public, cases=(case,))
+            (folder / "topics.yaml").write_text(TOPICS, encoding="utf-8")
+            alone[case.name] = _child(folder)["vm_hwm_kib"] / 1024
         hostile.battery_sources(work / "sources.yaml", server, public)
         (work / "topics.yaml").write_text(TOPICS, encoding="utf-8")
         data = _child(work)
@@ -119,7 +126,7 @@ def run_hostile(work: Path) -> dict:
     verdicts["injection-jusqu-au-digest-et-aux-emails"] = "; ".join(data["injection"]) or None
     by_id = {s["source_id"]: s for s in data["sources"]}
     return {"verdicts": verdicts, "sources": by_id, "vm_hwm_mb": data["vm_hwm_kib"] / 1024,
-            "baseline_mb": baseline["vm_hwm_kib"] / 1024, "pass_seconds": data["pass_seconds"]}
+            "baseline_mb": baseline["vm_hwm_kib"] / 1024, "alone_mb": alone, "pass_seconds": data["pass_seconds"]}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -241,8 +248,8 @@ def run_send_kills(work: Path, members: int) -> dict:
 # Report
 
 
-def table(rows: list[tuple[str, str, str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+def table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     line = "| " + " | ".join("-" * w for w in widths) + " |"
     out = []
     for n, row in enumerate(rows):
@@ -257,6 +264,8 @@ def main() -> None:
     parser.add_argument("--full-text-points", type=int, default=24, help="full-text fetch kill points (default 24)")
     parser.add_argument("--members", type=int, default=8, help="members in the killed digest batch (default 8)")
     parser.add_argument("--skip-kills", action="store_true", help="only the hostile inputs")
+    parser.add_argument("--no-per-input", action="store_true",
+                        help="skip measuring each hostile input's peak memory in a process of its own")
     parser.add_argument("--hostile-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.hostile_child:
@@ -267,7 +276,7 @@ def main() -> None:
     progress = sys.stdout
     sys.stderr = open(work / "servers.log", "w")  # the test servers' complaints about clients that hung up
     print("hostile inputs...", file=progress, flush=True)
-    h = run_hostile(work / "hostile")
+    h = run_hostile(work / "hostile", per_input=not args.no_per_input)
     survived = sum(1 for v in h["verdicts"].values() if v is None)
     fetch = send = None
     if not args.skip_kills:
@@ -279,12 +288,13 @@ def main() -> None:
         send = run_send_kills(work / "send", args.members)
 
     print("\nHostile inputs (one pass, all at once, guard on; then digest and emails):\n")
-    rows = [("input", "outcome", "survived")]
+    rows = [("input", "outcome", "survived", "peak MB alone")]
     for name, verdict in h["verdicts"].items():
         source = h["sources"].get(name)
         outcome = (f"{source['status']}" + (f" ({source['reason']})" if source["reason"] else "")
                    + (f", {source['new']} stored" if source["status"] == "ok" else "")) if source else "outbox checked"
-        rows.append((name, outcome, "yes" if verdict is None else f"NO: {verdict}"))
+        peak = h["alone_mb"].get(name)
+        rows.append((name, outcome, "yes" if verdict is None else f"NO: {verdict}", f"{peak:.0f}" if peak else "-"))
     print(table(rows))
 
     print("\nSummary:\n")

@@ -16,6 +16,7 @@ from email.message import EmailMessage
 from typing import Callable
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 @dataclass
@@ -120,13 +121,22 @@ class _LoopbackController(Controller):
 
 
 class SmtpServer:
-    def __init__(self, script: Script | None = None) -> None:
+    """`credentials=(user, password)` requires AUTH (PLAIN/LOGIN, allowed without TLS on loopback)."""
+
+    def __init__(self, script: Script | None = None, credentials: tuple[str, str] | None = None) -> None:
         self.script = script or Script()
         self.messages: list[Received] = []
         self.counts: dict[str, int] = {}
         self.lock = threading.Lock()
+        auth = {}
+        if credentials:
+            def authenticator(server, session, envelope, mechanism, data):
+                ok = isinstance(data, LoginPassword) and (data.login.decode(), data.password.decode()) == credentials
+                return AuthResult(success=ok)
+
+            auth = {"authenticator": authenticator, "auth_required": True, "auth_require_tls": False}
         self._controller = _LoopbackController(_Handler(self), hostname="127.0.0.1", port=0,
-                                               data_size_limit=10_000_000)
+                                               data_size_limit=10_000_000, **auth)
 
     @property
     def host(self) -> str:

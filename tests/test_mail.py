@@ -272,6 +272,17 @@ def test_connection_lost_during_data_is_uncertain_and_never_resent_silently(week
         members[k].email: 1 for k in ("alice", "bruno", "chloe")}
 
 
+def test_smtp_login_and_a_refused_login(week, msettings):
+    store, members = week
+    with SmtpServer(credentials=("veille", "s3cret-pour-les-tests")) as server:
+        settings = _smtp_settings(msettings, server).replace(smtp_user="veille", smtp_password="mauvais")
+        with pytest.raises(MailError, match="refused the login 'veille'.*VEILLE_SMTP_PASSWORD"):
+            deliver_week(store, WEEK, settings, SOURCES, send=True)
+        assert server.messages == [] and store.delivery_states(WEEK) == {}
+        report = deliver_week(store, WEEK, settings.replace(smtp_password="s3cret-pour-les-tests"), SOURCES, send=True)
+        assert len(report.sent) == 3 and len(server.messages) == 3
+
+
 def test_send_text_for_the_staff_report(msettings, smtp):
     settings = _smtp_settings(msettings, smtp)
     send_text(settings, "equipe@territoires-numeriques.fr", "Rapport d'exploitation", "Trois sources échouent.\n")
@@ -322,3 +333,28 @@ def test_killed_mid_batch_then_rerun_serves_every_member_exactly_once(tmp_path, 
         assert report["uncertain"] == [emails[k - 1]]
     else:
         assert report["uncertain"] == [] and len(report["sent"]) == 6 - killed_with
+
+
+# -- the CLI ---------------------------------------------------------------------------------------------
+
+
+def test_cli_digest_writes_the_week_and_the_outbox(tmp_path, week, monkeypatch):
+    from click.testing import CliRunner
+
+    from veille.cli import main
+
+    store, members = week
+    monkeypatch.setenv("VEILLE_DIGESTS_DIR", str(tmp_path / "digests"))
+    monkeypatch.setenv("VEILLE_PUBLIC_URL", f"{BASE}/veille")
+    base = ["--db", store.path, "--sources", str(tmp_path / "absent.yaml"), "--config", str(tmp_path / "absent.yaml")]
+    bad = CliRunner().invoke(main, [*base, "digest", "--week", "2026-48"])
+    assert bad.exit_code == 2 and "write it like 2026-W48" in bad.output
+    result = CliRunner().invoke(main, [*base, "digest", "--week", WEEK, "--send"])
+    assert result.exit_code == 0, result.output
+    assert "no SMTP server configured" in result.stderr
+    assert "outbox: 3 written, 1 without news" in result.stdout
+    assert len(list((tmp_path / "digests" / WEEK / "outbox").glob("*.eml"))) == 3
+    one = CliRunner().invoke(main, [*base, "digest", "--week", WEEK, "--member", members["bruno"].email, "--json"])
+    assert json.loads(one.stdout)["written"] == [members["bruno"].email]
+    unknown = CliRunner().invoke(main, [*base, "digest", "--week", WEEK, "--member", "personne@nulle-part.fr"])
+    assert unknown.exit_code == 1 and "is not a member" in unknown.stderr

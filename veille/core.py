@@ -96,6 +96,8 @@ class Watch:
         self._topics: list[Topic] | None = None
         self._tagger: Any = None
         self._pool: Executor | None = None
+        self._synced = False
+        """Sources and topics are written to the archive once per configuration, not on every pass."""
 
     # -- configuration ------------------------------------------------------------------------------
 
@@ -134,6 +136,7 @@ class Watch:
 
         topics = load_topics(self.topics_path) if self.topics_path.exists() else []
         self._settings, self._sources, self._topics, self._tagger = settings, sources, topics, None
+        self._synced = False
 
     @property
     def tagger(self) -> Any:
@@ -240,12 +243,14 @@ class Watch:
         sources = self.select_sources(source_ids)
         _ = self.settings  # every configuration file is validated before the archive is touched
         topics = self.load_topics()
-        self.store.sync_sources(self.load_sources())
-        if topics:
-            from .tag import tag_pending
+        if not self._synced:
+            self.store.sync_sources(self.load_sources())
+            if topics:
+                from .tag import tag_pending
 
-            self.sync_topics()
-            tag_pending(self.store, self.tagger)
+                self.sync_topics()
+                tag_pending(self.store, self.tagger)
+            self._synced = True
         async with Fetcher(self.settings) as fetcher:
             tasks = [self._fetch_source(fetcher, s, full_text, respect_backoff) for s in sources]
             results = []

@@ -609,7 +609,8 @@ class Daemon:
         if threading.current_thread() is not threading.main_thread():
             return
 
-        # Handlers only set flags: taking a lock inside a signal handler can deadlock the main thread.
+        # Handlers only set flags (the main loop polls them): an Event or Condition taken inside a signal
+        # handler can deadlock the main thread. Logging is safe: its handler locks are re-entrant.
         def on_stop(signum: int, _frame: object) -> None:
             if not self._stop_requested:
                 log.info("received %s: stopping", signal.Signals(signum).name)

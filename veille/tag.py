@@ -416,8 +416,10 @@ class Tagger:
                 # A plain phrase: one substring search per spelling, positions only if a hit needs them.
                 if joined is None:
                     joined = " " + " ".join(folded.words) + " "
-                if any(n in joined for n in needles):
-                    found[aid] = None
+                for needle in needles:
+                    if needle in joined:
+                        found[aid] = None
+                        break
                 continue
             positions = self._verify(state, aid, anchors)
             if positions:
@@ -872,6 +874,8 @@ tres un une vos votre vous y a ont avait avoir aussi ainsi alors apres avant bie
 dont encore lors moins peu puis quand sous vers voici voila autre autres afin ici la-bas non oui selon
 cas fois ans an annee annees jour jours mois semaine dernier derniere premier premiere deux trois quatre
 plusieurs chaque certains certaines tel telle tels aujourd hui hier demain ete sera seront peut doit
+malgre pendant contre durant sauf parmi aupres grace face hors lorsque tandis ainsi notamment toutefois
+cependant egalement enfin surtout tant trop tres beaucoup moins mieux deja souvent jamais toujours
 """.split())
 
 

@@ -158,7 +158,7 @@ def status_command(app: App, as_json: bool) -> None:
     if sched["running"]:
         click.echo(f"scheduler: running, pid {sched['pid']} on {sched['host']} since {sched['since']}")
     else:
-        click.echo("scheduler: not running (next runs below are from its last start)")
+        click.echo("scheduler: not running (start it with `veille schedule`; results below are from its last run)")
     db = data["database"]
     click.echo(f"database: {db['path']}, {_size(db['bytes'])}, {db['articles']} articles, "
                f"schema version {db['schema_version']}")

@@ -89,7 +89,8 @@ def topics_list(app: App, as_json: bool) -> None:
         status = "new" if state is None or state.tagged_hash is None else (
             "ok" if state.tagged_hash == topic.rule_hash else "to retag")
         rule = f"query: {topic.query}" if topic.query else f"{len(topic.keywords)} keywords"
-        records.append({"id": topic.id, "label": topic.label, "rule": rule, "min_score": topic.min_score,
+        shown = rule if as_json or len(rule) <= 60 else rule[:59] + "…"
+        records.append({"id": topic.id, "label": topic.label, "rule": shown, "min_score": topic.min_score,
                         "articles_4_weeks": counts.get(topic.id, 0), "status": status})
     if as_json:
         click.echo(json.dumps({"topics": records}, ensure_ascii=False, indent=2))
@@ -202,9 +203,9 @@ def topics_preview(app: App, topic_id: str, rule: str | None, weeks: int, sample
             _echo(f"  {sample.published_at:%Y-%m-%d}  [{sample.score}] {title}", rich)
             other = next((h for h in sample.hits if h is not title_hit), None)
             if other is not None:
-                _echo(f"      {other.hit.field}: {_marked(other.hit.text, other.start, other.end, rich)}"
-                      if other.end > other.start else f"      {other.hit.field}: "
-                      f"{_escape(other.hit.keyword) if rich else other.hit.keyword}", rich)
+                keyword = f" ({_escape(other.hit.keyword) if rich else other.hit.keyword})" \
+                    if other.end <= other.start else ""
+                _echo(f"      {other.hit.field}{keyword}: {_marked(other.hit.text, other.start, other.end, rich)}", rich)
     click.echo("")
     click.echo(f"({result.seconds:.2f} s; to apply: edit {app.topics}, then `veille retag`)")
 

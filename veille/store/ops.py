@@ -188,7 +188,8 @@ class OpsMixin:
 
     def delivery_counts(self: "Store", week: str) -> dict[str, int]:
         rows = self.conn.execute(
-            "SELECT status, count(*) FROM deliveries WHERE week = ? GROUP BY status ORDER BY status", (week,)).fetchall()
+            "SELECT status, count(*) FROM deliveries WHERE week = ? GROUP BY status ORDER BY status", (week,),
+        ).fetchall()
         return {r[0]: r[1] for r in rows}
 
     def last_digest(self: "Store") -> DigestSummary | None:
