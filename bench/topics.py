@@ -197,6 +197,8 @@ def main() -> None:
     shutil.copyfile(source, work)
     rows = []
     with Store.open(work) as store:
+        if sync_topics(store, topics):  # topics.yaml changed since the archive was cached
+            retag(store, topics)
         sample_ids = [r[0] for r in store.conn.execute("SELECT id FROM articles ORDER BY id LIMIT ?",
                                                        (args.tag_sample,))]
         texts = [(r["title"], r["summary"], r["text"]) for r in store.article_texts(sample_ids)]

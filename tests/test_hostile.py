@@ -34,24 +34,13 @@ def write_sources(path: Path, *entries: str, allow_private: bool = True) -> Path
     return path
 
 
-publish_healthy = hostile.healthy_feed
-
-
-def integrity(db: Path) -> str:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute("PRAGMA integrity_check").fetchone()[0]
-    finally:
-        conn.close()
-
-
 class Pass:
     """One fetch pass over the healthy source and the hostile ones; keeps the Watch for inspection."""
 
     def __init__(self, tmp_path: Path, settings, server: FixtureServer, *entries: str,
                  healthy: bool = True, full_text: bool | None = None, allow_private: bool = True) -> None:
         self.db = tmp_path / "veille.db"
-        extra = [source_entry(HEALTHY, publish_healthy(server), extra="    full_text: false\n")] if healthy else []
+        extra = [source_entry(HEALTHY, hostile.healthy_feed(server), extra="    full_text: false\n")] if healthy else []
         sources = write_sources(tmp_path / "sources.yaml", *extra, *entries, allow_private=allow_private)
         self.watch = Watch(db=self.db, sources=sources, topics=tmp_path / "none.yaml", config=None,
                            settings=settings)
@@ -71,7 +60,7 @@ class Pass:
 
     def close(self) -> None:
         self.watch.close()
-        assert integrity(self.db) == "ok"
+        assert hostile.integrity(self.db) == "ok"
 
 
 @pytest.fixture
@@ -162,7 +151,7 @@ def test_guard_refuses_a_loopback_source_before_any_connection(http_server, run_
 
 
 def test_guard_is_lifted_per_source_and_by_the_environment(http_server, tmp_path, guarded, monkeypatch):
-    url = publish_healthy(http_server)
+    url = hostile.healthy_feed(http_server)
     sources = write_sources(tmp_path / "s.yaml", source_entry("permis", url, extra="    allow_private: true\n"),
                             source_entry("refuse", url, extra="    allow_private: false\n"), allow_private=False)
     with Watch(db=tmp_path / "a.db", sources=sources, topics=tmp_path / "none.yaml", config=None,
@@ -186,7 +175,7 @@ def test_guard_checks_every_redirect_hop(run_pass, guarded):
         internal.serve("/admin/flux.xml", rss([]), content_type="application/rss+xml")
         public.redirect("/flux.xml", internal.url("/admin/flux.xml"), status=302)
         public.redirect("/ailleurs.xml", f"http://127.0.0.1:{internal.port}/admin/flux.xml", status=301)
-        direct = publish_healthy(public)
+        direct = hostile.healthy_feed(public)
         p = run_pass(source_entry("rebond", public.url("/flux.xml")),
                      source_entry("rebond-301", public.url("/ailleurs.xml")),
                      source_entry("public", direct), healthy=False, settings_=guarded, full_text=False,

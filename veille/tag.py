@@ -19,7 +19,7 @@ import math
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import product
 from pathlib import Path
@@ -665,9 +665,9 @@ def tag_articles(store: "Store", tagger: Tagger, article_ids: Iterable[int]) -> 
     ids = list(dict.fromkeys(article_ids))
     if not ids:
         return 0
-    states = store.topic_states()
-    if any(t.id not in states or not states[t.id].active for t in tagger.topics):
-        sync_topics(store, tagger.topics)
+    active = {topic_id for topic_id, state in store.topic_states().items() if state.active}
+    if active != {t.id for t in tagger.topics}:
+        sync_topics(store, tagger.topics)  # the tags below reference topics, and only these are current
     hashes = {t.id: t.rule_hash for t in tagger.topics}
     now = iso(utcnow())
     tagged = 0

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from . import Store
 
 
+CLUSTER_WINDOW = timedelta(days=10)
+
+
 @dataclass(frozen=True)
 class SourceState:
     """What the store remembers of a source between passes."""
@@ -280,7 +283,7 @@ class ArticlesMixin:
         if clash is not None:  # same canonical URL under another guid: one article, several guids
             self._add_urls(clash["id"], urls)
             return clash["id"], "same"
-        cluster_id = self._find_cluster(article.simhash)
+        cluster_id = self._find_cluster(article.simhash, article.published_at)
         if cluster_id is None:
             cluster_id = self.conn.execute("INSERT INTO clusters (created_at) VALUES (?)",
                                            (iso(article.fetched_at),)).lastrowid
@@ -308,18 +311,31 @@ class ArticlesMixin:
                 [(band, value, article_id) for band, value in enumerate(dedupe.bands(simhash))],
             )
 
-    def _find_cluster(self: "Store", simhash: int) -> int | None:
+    def _find_cluster(self: "Store", simhash: int, published_at: datetime) -> int | None:
+        """The cluster of the closest stored article within the near-duplicate threshold.
+
+        Only articles published within `CLUSTER_WINDOW` are compared: a story is news of a few days,
+        and the window keeps both the candidate lists and the false positives small on a large archive.
+        """
+        from . import iso
+
         if not simhash:
             return None
+        keys = list(enumerate(dedupe.bands(simhash)))
+        values = ",".join("(?, ?)" for _ in keys)
+        rows = self.conn.execute(
+            f"WITH k(band, value) AS (VALUES {values}) "
+            "SELECT DISTINCT a.simhash, a.cluster_id FROM k JOIN simhash_bands b "
+            "ON b.band = k.band AND b.value = k.value JOIN articles a ON a.id = b.article_id "
+            "WHERE a.published_at BETWEEN ? AND ?",
+            [x for key in keys for x in key]
+            + [iso(published_at - CLUSTER_WINDOW), iso(published_at + CLUSTER_WINDOW)],
+        )
         best: tuple[int, int] | None = None
-        for band, value in enumerate(dedupe.bands(simhash)):
-            for row in self.conn.execute(
-                "SELECT a.simhash, a.cluster_id FROM simhash_bands b JOIN articles a ON a.id = b.article_id "
-                "WHERE b.band = ? AND b.value = ?", (band, value)
-            ):
-                distance = dedupe.hamming(simhash, row[0])
-                if distance <= dedupe.NEAR_DUPLICATE_BITS and (best is None or distance < best[0]):
-                    best = (distance, row[1])
+        for other, cluster_id in rows:
+            distance = dedupe.hamming(simhash, other)
+            if distance <= dedupe.NEAR_DUPLICATE_BITS and (best is None or distance < best[0]):
+                best = (distance, cluster_id)
         return best[1] if best else None
 
     def article_count(self: "Store") -> int:

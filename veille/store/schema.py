@@ -75,7 +75,7 @@ CREATE TABLE article_urls (
 );
 CREATE INDEX article_urls_article ON article_urls(article_id);
 
--- SimHash split in 4 bands of 16 bits: two hashes within 3 bits share at least one band.
+-- SimHash candidate keys (veille.dedupe.bands): two hashes within the near-duplicate threshold share one.
 CREATE TABLE simhash_bands (
     band INTEGER NOT NULL,
     value INTEGER NOT NULL,
