@@ -22,12 +22,13 @@ import email
 import email.policy
 import json
 import random
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,8 +131,17 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=5000)
     parser.add_argument("--members", type=int, default=2000)
     parser.add_argument("--topics", type=int, default=20)
+    parser.add_argument("--keep", action="store_true", help="Keep the work directory (database, digests, outbox).")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="veille-bench-digest-"))
+    try:
+        run(work, args)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work: Path, args: argparse.Namespace) -> None:
     db = work / "veille.db"
     t0 = time.perf_counter()
     generate(db, args.articles, args.members, min(args.topics, len(TOPIC_WORDS)))
@@ -177,7 +187,8 @@ def main() -> None:
     store.close()
 
     rate = received / smtp_time if smtp_time else 0.0
-    print(f"veille digest benchmark (work dir {work}, data generated in {generated:.1f} s)\n")
+    print(f"veille digest benchmark (work dir {work}{'' if args.keep else ', removed at exit'}, "
+          f"data generated in {generated:.1f} s)\n")
     print("| setting | value |\n|---|---|")
     for name, value in [("articles in the week", args.articles), ("topics", len(digest.topics)),
                         ("members", len(members)), ("members with news", sent_members),

@@ -272,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entries", type=int, default=20)
     parser.add_argument("--full-text-feeds", type=int, default=100,
                         help="feeds whose pages the full-text pass fetches and extracts")
-    parser.add_argument("--concurrency", type=int, default=64, help="VEILLE_CONCURRENCY for the bench")
-    parser.add_argument("--per-host", type=int, default=64, help="VEILLE_PER_HOST_CONCURRENCY (one loopback host)")
+    parser.add_argument("--concurrency", type=int, default=4, help="VEILLE_CONCURRENCY for the bench")
+    parser.add_argument("--per-host", type=int, default=4, help="VEILLE_PER_HOST_CONCURRENCY (one loopback host)")
     parser.add_argument("--workers", type=int, default=0, help="VEILLE_WORKERS (0: one per core)")
     parser.add_argument("--topics", default=str(ROOT / "topics.yaml"),
                         help="topics file used by the passes (tagging is part of ingestion); 'none' to skip")

@@ -132,7 +132,7 @@ class SmtpServer:
         if credentials:
             def authenticator(server, session, envelope, mechanism, data):
                 ok = isinstance(data, LoginPassword) and (data.login.decode(), data.password.decode()) == credentials
-                return AuthResult(success=ok)
+                return AuthResult(success=ok, handled=False)
 
             auth = {"authenticator": authenticator, "auth_required": True, "auth_require_tls": False}
         self._controller = _LoopbackController(_Handler(self), hostname="127.0.0.1", port=0,

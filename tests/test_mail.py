@@ -272,6 +272,7 @@ def test_connection_lost_during_data_is_uncertain_and_never_resent_silently(week
         members[k].email: 1 for k in ("alice", "bruno", "chloe")}
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_smtp_login_and_a_refused_login(week, msettings):
     store, members = week
     with SmtpServer(credentials=("veille", "s3cret-pour-les-tests")) as server:

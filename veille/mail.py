@@ -27,12 +27,12 @@ import ssl
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from datetime import datetime, timezone
 from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, parseaddr
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
@@ -93,6 +93,18 @@ def _sender(mail_from: str, organisation: str) -> Address:
     except (ValueError, IndexError) as e:
         raise ConfigError("settings", None, "mail_from", f"{mail_from!r} is not an email address",
                           "set VEILLE_MAIL_FROM (or mail_from in veille.yaml) to e.g. veille@association.fr") from e
+
+
+@lru_cache(maxsize=16)
+def _reply_to(value: str) -> Address:
+    name, addr = parseaddr(value)
+    try:
+        if "@" not in addr:
+            raise ValueError
+        return Address(display_name=clean_text(name), addr_spec=addr)
+    except (ValueError, IndexError) as e:
+        raise ConfigError("settings", None, "reply_to", f"{value!r} is not an email address",
+                          "set VEILLE_REPLY_TO (or reply_to in veille.yaml) to e.g. contact@association.fr") from e
 
 
 def message_id(week: str, member: "Member", settings: Settings) -> str:
@@ -247,8 +259,7 @@ def render_email(md: MemberDigest, settings: Settings, *, now: datetime | None =
     msg["From"] = _header("From", str(from_address))
     msg["To"] = Address(display_name=name, addr_spec=member.email)
     if settings.reply_to:
-        reply_name, reply_addr = parseaddr(settings.reply_to)
-        msg["Reply-To"] = _header("Reply-To", str(Address(display_name=clean_text(reply_name), addr_spec=reply_addr)))
+        msg["Reply-To"] = _header("Reply-To", str(_reply_to(settings.reply_to)))
     msg["Date"] = _header("Date", format_datetime((now or datetime.now(timezone.utc)).astimezone(PARIS)))
     msg["Message-ID"] = mid
     # Set raw and folded at the comma: the email package would otherwise turn a URI longer than a
@@ -325,7 +336,7 @@ def message_bytes(msg: EmailMessage) -> bytes:
 
 
 def _headers(msg: EmailMessage) -> bytes:
-    return b"".join(_fold(name, value) for name, value in msg._headers)  # the stored (name, value) pairs
+    return b"".join(_fold(name, value) for name, value in msg.raw_items())
 
 
 _folded: dict[tuple[str, str, type], bytes] = {}
@@ -686,8 +697,7 @@ def _send_one(store: "Store", session: SmtpSession, week: str, member: "Member",
             tally.failed.append((member.email, str(e)))
             return MailError(member.email, f"{e}; nothing was lost: run `veille digest --send` again",
                              permanent=False)
-        except _SenderRefused as e:
-            store.set_delivery(week, member.id, "failed", error=str(e), attempt=not claimed)
+        except _SenderRefused as e:  # login or sender refused: the settings, not this member
             tally.failed.append((member.email, str(e)))
             return MailError(member.email, f"{e}; nothing more was sent: fix the settings and run again",
                              permanent=True, code=e.code)

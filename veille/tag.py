@@ -658,7 +658,8 @@ def sync_topics(store: "Store", topics: Sequence[Topic]) -> list[str]:
 def tag_articles(store: "Store", tagger: Tagger, article_ids: Iterable[int]) -> int:
     """Tag freshly stored (or updated) articles with every topic; returns how many got a topic.
 
-    Each article's tags become exactly what the current rules give, in one transaction per chunk.
+    Each article's tags become exactly what the current rules give, in one transaction per chunk (or
+    in the caller's transaction if one is open).
     """
     from .store import iso, utcnow
 
