@@ -329,6 +329,7 @@ def test_run_is_the_main_job_fetch_tag_and_outbox(http_server, tmp_path, monkeyp
     assert len(weeks) == 1
     index = (weeks[0] / "index.html").read_text(encoding="utf-8")
     assert fresh[0].title.replace("'", "&#39;") in index or fresh[0].title in index
+    assert 'class="trend-chart"' in index and "<svg" in index
     emails = list((weeks[0] / "outbox").glob("*.eml"))
     assert len(emails) == 1
     assert "outbox" in result.output and "index.html" in result.output

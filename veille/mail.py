@@ -579,7 +579,9 @@ def deliver_week(
     """
     started = time.monotonic()
     digest = build_digest(store, week, settings, sources, now=now)
-    folder = write_digest(digest, settings.digests_dir)
+    from .search import digest_trends_html
+
+    folder = write_digest(digest, settings.digests_dir, trends_html=digest_trends_html(store, week))
     store.record_digest(week, digest.built_at, digest.article_count, str(folder))
     if member_email is not None:
         member = store.get_member(member_email.strip())

@@ -22,6 +22,7 @@ words or phrases at most n words apart (n defaults to 10).
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from dataclasses import dataclass, replace
@@ -32,7 +33,8 @@ from .errors import QueryError
 
 __all__ = [
     "Word", "Token", "FoldedText", "Term", "And", "Or", "Not", "Near", "Node",
-    "fold", "stem", "normalize_tokens", "parse_phrase", "parse_query", "to_fts", "terms", "surface_forms",
+    "fold", "stem", "normalize_tokens", "parse_phrase", "parse_query", "to_fts", "exact_fts", "terms",
+    "surface_forms",
 ]
 
 # --------------------------------------------------------------------------------------------------
@@ -634,6 +636,24 @@ def _phrase_fts(words: tuple[Word, ...]) -> list[str]:
         per_word = [(spellings[:1], prefix) for spellings, prefix in per_word]
     return [" + ".join(_quote(t, p) for t, (_, p) in zip(choice, per_word))
             for choice in product(*(s for s, _ in per_word))]
+
+
+def exact_fts(words: tuple[Word, ...]) -> str | None:
+    """An FTS5 expression true exactly where the phrase occurs as the matcher sees it (every plural
+    and ligature spelling, no prefix widening), or None when the index cannot tell: words required
+    in capitals (the index ignores case) or too many spellings.
+    """
+    if any(w.caps for w in words):
+        return None
+    per_word = []
+    for w in words:
+        forms = [w.text] if w.prefix else (surface_forms(w.text) or [w.text])
+        spellings = [v for form in forms for v in _ligature_variants(form)]
+        per_word.append([(v, w.prefix) for v in dict.fromkeys(spellings)])
+    if math.prod(len(x) for x in per_word) > 2 * _MAX_VARIANTS:
+        return None
+    phrases = [" + ".join(_quote(t, p) for t, p in choice) for choice in product(*per_word)]
+    return "(" + " OR ".join(phrases) + ")"
 
 
 def _term_fts(words: tuple[Word, ...]) -> str:

@@ -361,6 +361,39 @@ class Tagger:
             expr = f"({expr}) AND {any_of(compiled.require)}"
         return expr
 
+    def index_scores(self, store: "Store", topic_id: str, since: datetime) -> tuple[dict[int, int], dict[int, str]] | None:
+        """Scores of a keyword topic over the articles published since `since`, from the full-text index
+        alone: (article id -> score, article id -> published_at). None when the index cannot decide
+        (query rules, words required in capitals): then check candidates with `match`.
+        """
+        from .query import exact_fts
+
+        c = self._compiled[self._by_id[topic_id]]
+        if c.ast is not None:
+            return None
+        expressions = {aid: exact_fts(self._atoms[aid]) for aid in
+                       [a for a, _ in c.keywords] + c.require + c.exclude}
+        if any(e is None for e in expressions.values()):
+            return None
+        published = store.published_since(since)
+        window = published.keys()
+
+        def ids(aid: int, column: str | None = None) -> set[int]:
+            expr = expressions[aid]
+            return store.fts_ids(f"{{{column}}} : {expr}" if column else expr) & window
+
+        scores: Counter = Counter()
+        for aid, _ in c.keywords:
+            for (_, weight), column in zip(FIELD_WEIGHTS, ("title", "summary", "text")):
+                for i in ids(aid, column):
+                    scores[i] += weight
+        keep = {i for i, score in scores.items() if score >= c.min_score}
+        if c.require:
+            keep &= set().union(*(ids(aid) for aid in c.require))
+        if c.exclude:
+            keep -= set().union(*(ids(aid) for aid in c.exclude))
+        return {i: scores[i] for i in keep}, {i: published[i] for i in keep}
+
     # -- matching ------------------------------------------------------------------------------------
 
     def _forget(self) -> None:
@@ -805,10 +838,13 @@ def _weeks_between(since: datetime, until: datetime) -> list[str]:
 
 
 def preview(store: "Store", topic_or_draft: Topic, weeks: int = 12, samples: int = 10,
-            draft: bool = False, now: datetime | None = None) -> Preview:
+            draft: bool = False, now: datetime | None = None, use_index: bool = True) -> Preview:
     """Run a topic's rule (current or draft) over the archive's last `weeks` without storing anything.
 
-    Gained and lost compare with the tags stored for the same topic id, i.e. the current rule.
+    Keyword rules without capitals-only words are evaluated on the full-text index alone (exact
+    spellings per field give the scores), so even a rule matching half the archive answers at once;
+    other rules (and `use_index=False`) check every candidate with the matcher. Samples are always
+    explained by the matcher. Gained and lost compare with the tags stored for the same topic id.
     """
     from .digest import iso_week
     from .store import parse_iso, utcnow
@@ -818,30 +854,43 @@ def preview(store: "Store", topic_or_draft: Topic, weeks: int = 12, samples: int
     now = now or utcnow()
     since = now - timedelta(weeks=weeks)
     tagger = Tagger([topic])
-    rows = store.fts_articles(tagger.fts_query(topic.id), since=since)
-    matched: dict[int, PreviewSample] = {}
-    for row in rows:
-        results = tagger.match_marked(row["title"], row["summary"], row["text"])
-        if results:
-            (match, marks), = results
-            matched[row["id"]] = PreviewSample(row["id"], parse_iso(row["published_at"]), row["title"],
-                                               match.score, marks)
-    counts = Counter(iso_week(s.published_at) for s in matched.values())
+    scored = tagger.index_scores(store, topic.id, since) if use_index else None
+    if scored is not None:
+        matched, candidates = scored, len(scored[0])
+    else:
+        rows = store.fts_articles(tagger.fts_query(topic.id), since=since)
+        matched = ({}, {})
+        for row in rows:
+            results = tagger.match(row["title"], row["summary"], row["text"])
+            if results:
+                matched[0][row["id"]] = results[0].score
+                matched[1][row["id"]] = row["published_at"]
+        candidates = len(rows)
+    scores, published = matched
+    counts = Counter(iso_week(parse_iso(published[i])) for i in scores)
     per_week = tuple((w, counts.get(w, 0)) for w in _weeks_between(since, now))
     current = store.topic_article_ids(topic.id, since)
-    gained = [i for i in matched if i not in current]
-    lost = sorted(current - matched.keys())
+    gained = [i for i in scores if i not in current]
+    lost = sorted(current - scores.keys())
 
-    def recent(items: Iterable[PreviewSample], n: int) -> tuple[PreviewSample, ...]:
-        return tuple(sorted(items, key=lambda s: (s.published_at, s.article_id), reverse=True)[:n])
+    def latest(ids: Iterable[int]) -> list[int]:
+        return sorted(ids, key=lambda i: (published[i], i), reverse=True)[:samples]
+
+    def explained(ids: list[int]) -> tuple[PreviewSample, ...]:
+        out = []
+        for row in sorted(store.article_texts(ids), key=lambda r: (r["published_at"], r["id"]), reverse=True):
+            for match, marks in tagger.match_marked(row["title"], row["summary"], row["text"]):
+                out.append(PreviewSample(row["id"], parse_iso(row["published_at"]), row["title"], match.score, marks))
+        return tuple(out)
 
     lost_rows = store.tagged_briefs(topic.id, lost)
-    lost_samples = recent((PreviewSample(r["id"], parse_iso(r["published_at"]), r["title"], r["score"],
-                                         _marked_from_json(r["hits"])) for r in lost_rows), samples)
+    lost_samples = sorted((PreviewSample(r["id"], parse_iso(r["published_at"]), r["title"], r["score"],
+                                         _marked_from_json(r["hits"])) for r in lost_rows),
+                          key=lambda s: (s.published_at, s.article_id), reverse=True)[:samples]
     return Preview(
-        topic.id, topic.label, draft, weeks, since, len(rows), len(matched), per_week,
-        recent(matched.values(), samples), len(gained), len(lost),
-        recent((matched[i] for i in gained), samples), lost_samples, time.perf_counter() - started,
+        topic.id, topic.label, draft, weeks, since, candidates, len(scores), per_week,
+        explained(latest(scores)), len(gained), len(lost), explained(latest(gained)), tuple(lost_samples),
+        time.perf_counter() - started,
     )
 
 

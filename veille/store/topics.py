@@ -221,6 +221,21 @@ class TopicsMixin:
         except sqlite3.OperationalError as e:
             raise StoreError(f"database {self.path}: full-text query {match!r} failed: {e}") from e
 
+    def fts_ids(self: "Store", match: str) -> set[int]:
+        """Ids of the articles matching an FTS5 expression (index only, no text read)."""
+        try:
+            return {r[0] for r in self.conn.execute("SELECT rowid FROM articles_fts WHERE articles_fts MATCH ?",
+                                                    (match,))}
+        except sqlite3.OperationalError as e:
+            raise StoreError(f"database {self.path}: full-text query {match!r} failed: {e}") from e
+
+    def published_since(self: "Store", since: datetime) -> dict[int, str]:
+        """article id -> published_at of the articles published since `since`."""
+        from . import iso
+
+        return {r[0]: r[1] for r in self.conn.execute(
+            "SELECT id, published_at FROM articles WHERE published_at >= ?", (iso(since),))}
+
     def fts_count(self: "Store", match: str) -> int:
         try:
             return self.conn.execute("SELECT count(*) FROM articles_fts WHERE articles_fts MATCH ?",
