@@ -430,6 +430,25 @@ def test_preview_counts_weeks_and_compares_a_draft_with_the_current_rule(store):
     assert short.total < result.total
 
 
+@pytest.mark.parametrize("draft", [
+    kw("rip", "fibre optique", "RIP", "réseau d'initiative publique"),
+    kw("rip", "très haut débit", "prise raccordable", min_score=2),
+    kw("rip", "numéri*", "cœur", "commune rurale", require=("réseau", "conseiller")),
+    kw("rip", "fibre", "réseau", exclude=("tripartite", "ANSSI")),
+    kw("rip", "mise en oeuvre", "prises de rendez-vous", "RSA"),
+])
+def test_preview_from_the_index_agrees_with_the_matcher(store, draft):
+    add_articles(store, [(t, s, x, NOW - timedelta(days=1 + 5 * i)) for i, (t, s, x) in enumerate(ARCHIVE)])
+    current = kw("rip", "fibre optique")
+    sync_topics(store, [current])
+    retag(store, [current])
+    fast = preview(store, draft, weeks=8, now=NOW)
+    slow = preview(store, draft, weeks=8, now=NOW, use_index=False)
+    assert (fast.total, fast.per_week, fast.gained, fast.lost) == (slow.total, slow.per_week, slow.gained, slow.lost)
+    assert [(s.article_id, s.score) for s in fast.samples] == [(s.article_id, s.score) for s in slow.samples]
+    assert fast.total > 0
+
+
 def test_suggest_finds_frequent_words_that_are_not_keywords(store):
     rip = kw("rip", "très haut débit", "fibre optique")
     other = [("Le conseil municipal vote le budget", "", f"Séance numéro {i} du conseil municipal.") for i in range(12)]

@@ -19,7 +19,7 @@ import math
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import product
 from pathlib import Path
@@ -371,14 +371,35 @@ class Tagger:
         c = self._compiled[self._by_id[topic_id]]
         if c.ast is not None:
             return None
-        expressions = {aid: exact_fts(self._atoms[aid]) for aid in
-                       [a for a, _ in c.keywords] + c.require + c.exclude}
-        if any(e is None for e in expressions.values()):
+        atoms = [a for a, _ in c.keywords] + c.require + c.exclude
+        expressions = {aid: exact_fts(self._atoms[aid]) for aid in atoms}
+        uncased = {aid: exact_fts(tuple(replace(w, caps=False) for w in self._atoms[aid]))
+                   for aid in atoms if expressions[aid] is None}
+        if any(e is None for e in uncased.values()):
             return None
         published = store.published_since(since)
         window = published.keys()
+        checked: dict[int, dict[str, set[int]]] = {}
+
+        def in_capitals(aid: int) -> dict[str, set[int]]:
+            """Where a capitals-only phrase really occurs: the index finds it in any case, the matcher checks."""
+            if aid not in checked:
+                words = self._atoms[aid]
+                keyword = " ".join(w.text.upper() if w.caps else w.text + ("*" if w.prefix else "") for w in words)
+                probe = Tagger([Topic("probe", "probe", (keyword,))])
+                fields: dict[str, set[int]] = {"title": set(), "summary": set(), "text": set()}
+                candidates = sorted(store.fts_ids(uncased[aid]) & window)
+                for row in store.article_texts(candidates):
+                    for match in probe.match(row["title"], row["summary"], row["text"]):
+                        for hit in match.hits:
+                            fields["text" if hit.field == "body" else hit.field].add(row["id"])
+                checked[aid] = fields
+            return checked[aid]
 
         def ids(aid: int, column: str | None = None) -> set[int]:
+            if expressions[aid] is None:
+                found = in_capitals(aid)
+                return found[column] if column else found["title"] | found["summary"] | found["text"]
             expr = expressions[aid]
             return store.fts_ids(f"{{{column}}} : {expr}" if column else expr) & window
 

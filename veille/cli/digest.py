@@ -70,14 +70,14 @@ def digest_command(app: App, week: str, member_email: str | None, send: bool, re
                                   retry_uncertain=retry_uncertain)
         except MailError as e:
             if getattr(e, "report", None) is not None:
-                _show(e.report, as_json)
+                show_report(e.report, as_json)
             raise
-    _show(report, as_json)
+    show_report(report, as_json)
     if report.failed:
         sys.exit(1)
 
 
-def _show(report, as_json: bool) -> None:
+def show_report(report, as_json: bool = False) -> None:
     if as_json:
         click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2))
         return

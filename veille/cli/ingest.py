@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from . import App, main, pass_app
+from .digest import show_report
 from .output import console, json_default, print_json_lines, table
 
 
@@ -26,15 +27,10 @@ def run(app: App) -> None:
         _fetch_table(result)
         report = watch.send_digest(send=True)
     click.echo("")
-    click.echo(f"digest {report.week}: {report.articles} articles, folder {report.folder}/")
-    click.echo(f"  archive page: {report.folder}/index.html")
-    if report.mode == "smtp":
-        click.echo(f"  sent: {len(report.sent)}, already served: {len(report.already)}, "
-                   f"failed: {len(report.failed)}")
-    else:
-        click.echo(f"  outbox: {report.outbox}/ ({len(report.written)} emails written; "
-                   "set VEILLE_SMTP_HOST to send them)")
-    click.echo(f"  database: {app.db}")
+    show_report(report)
+    click.echo(f"archive page: {report.folder}/index.html    database: {app.db}")
+    if report.mode == "outbox":
+        click.echo("no SMTP server configured: set VEILLE_SMTP_HOST (see `veille settings`) to send the emails")
 
 
 def _fetch_with_progress(watch, source_ids, full_text, show_progress: bool):
