@@ -245,8 +245,8 @@ def main() -> None:
     print(f"{'measure':<{width}}  {'measured (wall)':>18}  {'CPU time':>10}  {'target':>20}  ok")
     for name, measured, cpu, goal, ok in rows:
         print(f"{name:<{width}}  {measured:>18}  {cpu:>10}  {goal:>20}  {'yes' if ok else 'NO'}")
-    print("(CPU time: the same work measured in this process's CPU seconds; far from the wall time, the machine "
-          "was busy)")
+    print("(CPU time: this process's CPU seconds for the same work; a wall time well above it means the machine "
+          "was busy with other work or the disk was slow)")
 
 
 if __name__ == "__main__":

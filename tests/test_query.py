@@ -167,6 +167,21 @@ def test_fts_index_follows_inserts_updates_and_deletes(fts_store):
         fts_store.conn.execute("DELETE FROM articles WHERE id = ?", (article_id,))
     assert _titles(fts_store, "laiton OR raccordé") == set()
     fts_store.fts_check()
+    fts_store.fts_rebuild()
+    assert _titles(fts_store, "title:sommet") == {"Sommet"}
+
+
+def test_an_index_out_of_step_is_detected_and_rebuilt(fts_store):
+    from veille.errors import StoreError
+
+    with fts_store.transaction():  # a write that bypasses the triggers (e.g. a restore by hand)
+        fts_store.conn.execute("DROP TRIGGER articles_fts_update")
+        fts_store.conn.execute("UPDATE articles SET title = 'Laiton' WHERE title = 'Cuivre'")
+    with pytest.raises(StoreError, match="out of step"):
+        fts_store.fts_check()
+    fts_store.fts_rebuild()
+    fts_store.fts_check()
+    assert _titles(fts_store, "title:laiton") == {"Laiton"}
 
 
 def test_migration_fills_the_index_of_an_existing_archive(tmp_path, monkeypatch):

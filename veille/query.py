@@ -13,7 +13,8 @@ The index (`articles_fts`, unicode61 with diacritics removed) holds the original
 `snippet()` and `bm25()` work on what readers see. Its tokens are the same words, unstemmed and with
 `œ` unfolded: `to_fts()` therefore expands a stem to its plural forms and ligature spellings, and
 the result is a superset of what the exact matcher accepts (capitals-only words, for instance, are
-checked by the matcher, not by the index).
+checked by the matcher, not by the index). `exact_fts()` gives, when the index can tell, an expression
+true exactly where the matcher would find a phrase (staff previews count with it).
 
 Query syntax: words, "phrases" (also “…” and «…»), a trailing `*` for prefixes, implicit AND,
 `AND`, `OR`, `NOT`, parentheses, `title:` before a word, phrase or group, and `a NEAR/n b` for two

@@ -21,7 +21,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import cached_property
 from itertools import product
+from json.encoder import encode_basestring as _json_string  # the C encoder when available
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -65,7 +67,7 @@ class Topic:
     query: str | None = None
     line: int | None = None
 
-    @property
+    @cached_property
     def rule(self) -> dict[str, Any]:
         """What decides the tags, in a canonical form (the label and keyword order do not)."""
         def words(items: Iterable[str]) -> list[str]:
@@ -76,12 +78,12 @@ class Topic:
         return {"keywords": words(self.keywords), "require": words(self.require),
                 "exclude": words(self.exclude), "min_score": self.min_score}
 
-    @property
+    @cached_property
     def rule_hash(self) -> str:
         canonical = json.dumps(self.rule, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
-    @property
+    @cached_property
     def rule_json(self) -> str:
         return json.dumps({"label": self.label, **self.rule, "keywords_order": list(self.keywords)}
                           if self.query is None else {"label": self.label, **self.rule}, ensure_ascii=False)
@@ -679,12 +681,11 @@ def _context(text: str, start: int, end: int, width: int = CONTEXT_CHARS) -> tup
     return pre + middle + post, len(pre), len(pre) + len(middle)
 
 
-_JSON = json.JSONEncoder(ensure_ascii=False)
-
-
 def _hits_json(hits: Iterable[Hit]) -> str:
-    """article_topics.hits: [{keyword, field, text}] (one encoder for all: this runs per tagged article)."""
-    return _JSON.encode([{"keyword": h.keyword, "field": h.field, "text": h.text} for h in hits])
+    """article_topics.hits: [{"keyword", "field", "text"}], written directly: this runs per tagged article."""
+    quote = _json_string
+    return "[" + ",".join(f'{{"keyword":{quote(h.keyword)},"field":"{h.field}","text":{quote(h.text)}}}'
+                          for h in hits) + "]"
 
 
 def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:

@@ -249,4 +249,9 @@ class TopicsMixin:
             self.conn.execute("INSERT INTO articles_fts (articles_fts, rank) VALUES ('integrity-check', 1)")
         except sqlite3.DatabaseError as e:
             raise StoreError(f"database {self.path}: the full-text index is out of step ({e}); "
-                             "run `veille retag` after rebuilding it") from e
+                             "rebuild it (Store.fts_rebuild)") from e
+
+    def fts_rebuild(self: "Store") -> None:
+        """Rebuild the full-text index from the articles (after a restore or a write that bypassed triggers)."""
+        with self.transaction():
+            self.conn.execute("INSERT INTO articles_fts (articles_fts) VALUES ('rebuild')")
