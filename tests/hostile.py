@@ -539,7 +539,7 @@ class KillPoint:
 
 def fetch_kill_points(feeds: int, full_text_requests: int, full_text_points: int = 12) -> list[KillPoint]:
     """A spread of kill points over a feeds-only pass (`feeds` requests) and a full-text pass."""
-    points = [KillPoint(None, delay=d) for d in (0.02, 0.08, 0.2, 0.4)]
+    points = [KillPoint(None, delay=d) for d in (0.01, 0.04, 0.08, 0.15)]
     for k in range(1, feeds + 1):
         points.append(KillPoint(k))
         points += [KillPoint(k, hold=False, delay=d) for d in (0.0, 0.005, 0.02, 0.05)]
@@ -560,7 +560,10 @@ def kill_at(server: FixtureServer, point: KillPoint, argv: list[str], env: dict[
                 raise TimeoutError(f"request {point.request} never came; see {log}")
         if point.delay:
             time.sleep(point.delay)
-        os.kill(process.pid, signal.SIGKILL)
+        try:
+            os.kill(process.pid, signal.SIGKILL)
+        except ProcessLookupError:  # it finished first: the caller sees its real exit code
+            pass
     finally:
         if gate is not None:
             server.on_request = None
@@ -602,12 +605,18 @@ def kill_sending_at(smtp, point: SendKillPoint, argv: list[str], env: dict[str, 
     started = threading.Event()
     pid: list[int] = []
 
+    def sigkill() -> None:
+        try:
+            os.kill(pid[0], signal.SIGKILL)
+        except ProcessLookupError:  # it finished first: the caller sees its real exit code
+            pass
+
     def kill() -> None:
         started.wait(timeout)
         if point.delay:
-            threading.Timer(point.delay, os.kill, (pid[0], signal.SIGKILL)).start()
+            threading.Timer(point.delay, sigkill).start()
         else:
-            os.kill(pid[0], signal.SIGKILL)
+            sigkill()
 
     smtp.script = Script(hook_at=(point.stage, point.k), hook=kill)
     smtp.counts.clear()

@@ -222,15 +222,13 @@ def test_query_parser_never_crashes_and_valid_queries_run(archive, query):
 _SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|PRAGMA|CREATE|DROP|ALTER|REPLACE)\b|\b(FROM|WHERE|JOIN|VALUES)\b")
 
 REVIEWED: dict[tuple[str, str, str], str] = {
-    # (file, function, interpolated expression): why it cannot carry a value
+    # (file, function, interpolated name): why it cannot carry a value
     ("veille/store/archive.py", "where", "article"):
         "table alias chosen by veille's own callers ('a'), never by input",
-    ("veille/store/archive.py", "search_ranked", "ids"):
-        "ArticleFilter.id_set(): SELECTs built from literals and ? placeholders (checked below)",
-    ("veille/store/archive.py", "search_count", "ids"): "same as search_ranked",
-    ("veille/store/archive.py", "export_rows", "condition"):
-        "ArticleFilter.where(): literal clauses with ? placeholders (checked below)",
 }
+SQL_PRODUCERS = {"where", "id_set"}
+"""Methods of ArticleFilter that return (SQL fragment, parameters): the fragment is literal text and
+placeholders, checked by `test_reviewed_fragments_are_literal_too`; names unpacked from them are trusted."""
 
 
 class _Scope:
@@ -262,6 +260,12 @@ class _Scope:
     def _bind(self, target: ast.expr, value: ast.expr) -> None:
         if isinstance(target, ast.Name):
             self.values.setdefault(target.id, []).append(value)
+        elif (isinstance(target, ast.Tuple) and isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
+              and value.func.attr in SQL_PRODUCERS and isinstance(target.elts[0], ast.Name)):
+            self.values.setdefault(target.elts[0].id, []).append(ast.Constant(""))  # the reviewed fragment
+            for t in target.elts[1:]:
+                if isinstance(t, ast.Name):
+                    self.values.setdefault(t.id, []).append(None)
         elif isinstance(target, (ast.Tuple, ast.List)):
             pairs = zip(target.elts, value.elts) if isinstance(value, (ast.Tuple, ast.List)) and \
                 len(value.elts) == len(target.elts) else ((t, None) for t in target.elts)

@@ -194,6 +194,7 @@ def clean_text(value: str | None, *, keep_paragraphs: bool = False) -> str:
         if cleaned == text:
             break
         text = cleaned
+    text = _INVISIBLE.sub("", _CONTROL.sub(" ", text))  # first: "<\x1bscript>" must not hide a tag from the check
     if "<" in text and re.search(r"<\s*[a-zA-Z/!]", text):  # still tag-like after three rounds: drop brackets
         text = text.replace("<", "‹").replace(">", "›")
     text = unicodedata.normalize("NFC", text)

@@ -207,6 +207,8 @@ def _normalise(text: str) -> str:
         text = _fix_mojibake(_c1_to_cp1252(text))
     if _CONTROL.search(text):
         text = _CONTROL.sub("", text)
+        if not text.isascii() and _SUSPECT.search(text):  # "Â\x1f¯": a dropped control can join a mojibake pair
+            text = _fix_mojibake(text)
     if text.isascii():
         return text
     return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)

@@ -442,7 +442,7 @@ def render_staff_report(report: StaffReport) -> str:
     if report.empty_topics:
         out += ["| Thème | Articles au total |", "|---|---|"]
         out += [f"| {_cell(t.label)} (`{t.id}`) | {t.total} |" for t in report.empty_topics]
-        out += ["", "Que faire : relire les mots-clés du thème dans topics.yaml (`veille topics test`) ; "
+        out += ["", "Que faire : relire les mots-clés du thème dans topics.yaml (`veille topics preview`) ; "
                 "un thème vide depuis plusieurs semaines est peut-être trop étroit."]
     else:
         out.append("Aucun.")
