@@ -105,7 +105,7 @@ def generate(feeds: int, entries: int, full: int) -> Corpus:
             articles.append(DemoArticle(
                 id=i * entries + n, site_id=site.id, theme=theme, title=title, lead=lead,
                 # the feed's description carries the lead and the first paragraphs, as many CMSs do
-                paragraphs=tuple(paragraphs), author=writer._person()[0], published=published,
+                paragraphs=tuple(paragraphs), author=writer.person()[0], published=published,
                 path=f"/pages/f{i:04d}/{slug}.html",
             ))
         articles.sort(key=lambda a: a.published, reverse=True)

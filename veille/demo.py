@@ -22,13 +22,13 @@ import re
 import threading
 import time
 import unicodedata
-from itertools import combinations
-from math import comb
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
+from itertools import combinations
+from math import comb
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -44,8 +44,8 @@ MARKER = ".veille-demo"
 """File that marks a folder as the demo's own, so a rerun may reset it and never touches anything else."""
 
 __all__ = [
-    "Corpus", "DemoArticle", "DemoSite", "DemoMember", "DemoResult", "LoopbackServer", "Resource",
-    "build_corpus", "render_site", "SiteRenderer", "sources_yaml", "run_demo", "default_topics_path", "ArticleWriter",
+    "ArticleWriter", "Corpus", "DemoArticle", "DemoMember", "DemoResult", "DemoSite", "LoopbackServer", "Resource",
+    "SiteRenderer", "build_corpus", "default_topics_path", "render_site", "run_demo", "sources_yaml",
 ]
 
 
@@ -56,12 +56,8 @@ __all__ = [
 DATA = Path(__file__).resolve().parent / "demo_data"
 
 
-def _data_dir() -> Path:
-    return DATA
-
-
 def _load(name: str) -> Any:
-    return yaml.safe_load((_data_dir() / name).read_text(encoding="utf-8"))
+    return yaml.safe_load((DATA / name).read_text(encoding="utf-8"))
 
 
 def default_topics_path() -> Path:
@@ -113,7 +109,8 @@ class ArticleWriter:
         self._asides: dict[tuple[str, int], int] = {}
         self._sentence_pool: dict[str, list[str]] = {}
 
-    def _person(self) -> tuple[str, int]:
+    def person(self) -> tuple[str, int]:
+        """An invented name and its grammatical gender (0 masculine, 1 feminine) for agreeing roles."""
         gender = self.rng.randrange(2)
         first = self.rng.choice(self.places["prenoms"]["mf"[gender]])
         return f"{first} {self.rng.choice(self.places['noms'])}", gender
@@ -132,9 +129,9 @@ class ArticleWriter:
         de = "d’" if unicodedata.normalize("NFKD", commune[0])[0] in "AEIOUY" else "de "
         epci = rng.choice(places["epcis"])
         dep = rng.choice(places["departements"])
-        elu, elu_g = self._person()
-        agent, agent_g = self._person()
-        maire, _ = self._person()
+        elu, elu_g = self.person()
+        agent, agent_g = self.person()
+        maire, _ = self.person()
         return {
             "commune": commune, "de_commune": de + commune, "a_commune": "à " + commune,
             "epci": epci, "Epci": epci[0].upper() + epci[1:],
@@ -327,7 +324,7 @@ def build_corpus(now: datetime | None = None, seed: int = SEED, per_theme_week: 
     weeks = tuple(current - timedelta(weeks=k) for k in (2, 1, 0))
     publishing = [s for s in sites if s.share > 0]
     weights = [s.share for s in publishing]
-    authors = [writer._person()[0] for _ in range(24)]
+    authors = [writer.person()[0] for _ in range(24)]
 
     articles: list[DemoArticle] = []
     values: dict[int, dict[str, str]] = {}
