@@ -29,6 +29,7 @@ from veille.demo import (
     PARIS, LoopbackServer, Resource, build_corpus, default_topics_path, french_rfc822, render_site, run_demo,
     sources_yaml,
 )
+from veille.digest import iso_week, shift_week
 from veille.errors import ConfigError
 from veille.parse import parse_date
 from veille.store import Store, parse_iso
@@ -94,14 +95,16 @@ def test_corpus_is_deterministic_and_only_dates_follow_now():
 def test_articles_span_three_weeks_and_every_theme_is_in_the_current_one(now):
     corpus = build_corpus(now)
     first, current = corpus.weeks[0], corpus.weeks[-1]
-    assert current.weekday() == 0 and (current.hour, current.minute) == (0, 0)
-    assert first == current - timedelta(weeks=2)
+    local = current.astimezone(PARIS)
+    assert local.weekday() == 0 and (local.hour, local.minute) == (0, 0) and current <= now
+    assert first == local - timedelta(weeks=2)
     assert all(first <= a.published <= now for a in corpus.articles)
     themes = {a.theme for a in corpus.articles}
     this_week = {a.theme for a in corpus.articles if a.published >= current}
     assert this_week == themes and len(themes) >= 15
-    per_week = Counter((a.published - first) // timedelta(weeks=1) for a in corpus.articles)
-    assert sorted(per_week) == [0, 1, 2] and min(per_week.values()) >= 45
+    per_week = Counter(iso_week(a.published) for a in corpus.articles)
+    assert sorted(per_week) == [shift_week(iso_week(now), -k) for k in (2, 1, 0)]
+    assert min(per_week.values()) >= 45
 
 
 def test_corpus_text_follows_french_typography():
@@ -326,6 +329,19 @@ def test_cli_demo_never_touches_a_folder_it_did_not_make(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
     with pytest.raises(ConfigError):
         run_demo(tmp_path)
+
+
+def test_cli_demo_uses_the_topics_given_and_ignores_a_stray_digests_dir(tmp_path, monkeypatch):
+    topics = tmp_path / "mes-thematiques.yaml"
+    topics.write_text("topics:\n  fibre:\n    label: Fibre\n    keywords: [fibre optique, très haut débit]\n",
+                      encoding="utf-8")
+    monkeypatch.setenv("VEILLE_DIGESTS_DIR", str(tmp_path / "production-digests"))
+    result = CliRunner().invoke(main, ["--topics", str(topics), "demo", "--dir", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "d" / "topics.yaml").read_text(encoding="utf-8") == topics.read_text(encoding="utf-8")
+    assert re.search(r"^fibre\tFibre\t[1-9]", result.stdout, re.M)
+    assert not (tmp_path / "production-digests").exists()
+    assert list((tmp_path / "d" / "digests").glob("*/index.html"))
 
 
 @pytest.mark.slow

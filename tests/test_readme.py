@@ -70,4 +70,4 @@ def test_readme_commands_from_a_fresh_clone(tmp_path, http_server):
     assert (clone / ".venv").is_dir() and (clone / "veille.db").exists()
     weeks = [p for p in (clone / "digests").iterdir() if p.is_dir()]
     assert len(weeks) == 1 and (weeks[0] / "index.html").exists()
-    assert "4 new" in result.stdout
+    assert "4 new" in result.stdout, result.stdout

@@ -22,21 +22,19 @@ import re
 import threading
 import time
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from itertools import combinations
 from math import comb
 from pathlib import Path
 from typing import Any, Callable, Sequence
-from zoneinfo import ZoneInfo
-
 import yaml
 
 from . import dedupe
+from .digest import PARIS, french_datetime, iso_week, shift_week, week_bounds
 from .errors import ConfigError, VeilleError
 
-PARIS = ZoneInfo("Europe/Paris")
 SEED = 2026
 DISTINCT_BITS = dedupe.NEAR_DUPLICATE_BITS + 4
 """Different demo stories stay this far apart in SimHash, so only the syndicated copies cluster."""
@@ -280,7 +278,7 @@ class DemoMember:
 class Corpus:
     now: datetime
     weeks: tuple[datetime, ...]
-    """Monday 00:00 (Europe/Paris) of each of the three weeks, oldest first."""
+    """Start (Monday 00:00 Europe/Paris, as UTC) of each of the three weeks, oldest first."""
     sites: tuple[DemoSite, ...]
     articles: tuple[DemoArticle, ...]
     members: tuple[DemoMember, ...]
@@ -301,12 +299,6 @@ class Corpus:
         return [(by_id[a.copy_of], a) for a in self.articles if a.copy_of is not None]
 
 
-def week_start(moment: datetime) -> datetime:
-    local = moment.astimezone(PARIS)
-    monday = (local - timedelta(days=local.weekday())).date()
-    return datetime(monday.year, monday.month, monday.day, tzinfo=PARIS)
-
-
 def build_corpus(now: datetime | None = None, seed: int = SEED, per_theme_week: int = 3) -> Corpus:
     """The demo's articles: `per_theme_week` (sometimes one more) per theme and week, over three weeks.
 
@@ -320,19 +312,18 @@ def build_corpus(now: datetime | None = None, seed: int = SEED, per_theme_week: 
                     for m in config["members"])
     writer = ArticleWriter(seed, year=now.astimezone(PARIS).year)
     rng = writer.rng
-    current = week_start(now)
-    weeks = tuple(current - timedelta(weeks=k) for k in (2, 1, 0))
+    weeks = tuple(week_bounds(shift_week(iso_week(now), -k))[0] for k in (2, 1, 0))
+    current = weeks[-1]
     publishing = [s for s in sites if s.share > 0]
     weights = [s.share for s in publishing]
     authors = [writer.person()[0] for _ in range(24)]
 
     articles: list[DemoArticle] = []
-    values: dict[int, dict[str, str]] = {}
     used_paths: set[str] = set()
     used_titles: set[str] = set()
     fingerprints: list[int] = []
     for start in weeks:
-        span = min(timedelta(days=7), now - timedelta(minutes=1) - start.astimezone(timezone.utc))
+        span = min(timedelta(days=7), now - timedelta(minutes=1) - start)
         for theme in writer.themes:
             count = per_theme_week + (1 if rng.random() < 0.25 else 0)
             chosen: list[DemoSite] = []
@@ -342,8 +333,7 @@ def build_corpus(now: datetime | None = None, seed: int = SEED, per_theme_week: 
                     chosen.append(site)
             for site in chosen:
                 for _attempt in range(50):
-                    filled = writer.values()
-                    title, lead, paragraphs = writer.write(theme, filled)
+                    title, lead, paragraphs = writer.write(theme)
                     fingerprint = dedupe.simhash("\n\n".join([lead, *paragraphs]))
                     if title not in used_titles and all(
                             dedupe.hamming(fingerprint, other) > DISTINCT_BITS for other in fingerprints):
@@ -352,13 +342,12 @@ def build_corpus(now: datetime | None = None, seed: int = SEED, per_theme_week: 
                 fingerprints.append(fingerprint)
                 published = _publication_time(rng, start, span)
                 path = _article_path(site, title, published, len(articles) + 1, used_paths)
-                values[len(articles) + 1] = filled
                 articles.append(DemoArticle(
                     id=len(articles) + 1, site_id=site.id, theme=theme, title=title, lead=lead,
                     paragraphs=tuple(paragraphs), author=site.author or rng.choice(authors),
                     published=published, path=path,
                 ))
-    articles = _syndicate(articles, sites, current.astimezone(timezone.utc), now, writer, values, used_paths)
+    articles = _syndicate(articles, sites, current, now, writer, used_paths)
     articles = _paywall(articles, sites)
     return Corpus(now=now, weeks=weeks, sites=sites, articles=tuple(articles), members=members)
 
@@ -366,11 +355,10 @@ def build_corpus(now: datetime | None = None, seed: int = SEED, per_theme_week: 
 def _publication_time(rng: random.Random, start: datetime, span: timedelta) -> datetime:
     """A moment in [start, start + span), preferably in office hours when the span allows it."""
     fraction = rng.random()
-    moment = start.astimezone(timezone.utc) + span * fraction
-    local = moment.astimezone(PARIS)
-    if local.hour < 7 and span > timedelta(days=1):
+    moment = start + span * fraction
+    if moment.astimezone(PARIS).hour < 7 and span > timedelta(days=1):
         shifted = moment + timedelta(hours=8)
-        if shifted < start.astimezone(timezone.utc) + span:
+        if shifted < start + span:
             moment = shifted
     return moment.replace(microsecond=0)
 
@@ -387,7 +375,7 @@ def _article_path(site: DemoSite, title: str, published: datetime, n: int, used:
 
 
 def _syndicate(articles: list[DemoArticle], sites: Sequence[DemoSite], current: datetime, now: datetime,
-               writer: ArticleWriter, values: dict[int, dict[str, str]], used_paths: set[str]) -> list[DemoArticle]:
+               writer: ArticleWriter, used_paths: set[str]) -> list[DemoArticle]:
     """Republish a few agency dispatches of the current week elsewhere: new headline and byline, same text."""
     result = list(articles)
     for site in sites:
@@ -410,10 +398,6 @@ def _syndicate(articles: list[DemoArticle], sites: Sequence[DemoSite], current: 
                 path=_article_path(target, headline, published, len(result) + 1, used_paths), copy_of=original.id,
             ))
     return result
-
-
-def _lower_first(text: str) -> str:
-    return text[0].lower() + text[1:] if text and not text[:2].isupper() else text
 
 
 def rewrite_headline(title: str, kicker: str) -> str:
@@ -447,25 +431,15 @@ def _paywall(articles: list[DemoArticle], sites: Sequence[DemoSite]) -> list[Dem
         mine = sorted((a for a in result if a.site_id == site_id), key=lambda a: a.published, reverse=True)
         for index, a in enumerate(mine):
             if index % n == 0:
-                result[a.id - 1] = DemoArticle(**{**a.__dict__, "paywalled": True})
+                result[a.id - 1] = replace(a, paywalled=True)
     return result
 
 
 # --------------------------------------------------------------------------------------------------
 # Rendering the sites
 
-_MONTHS = ["janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août", "septembre", "octobre",
-           "novembre", "décembre"]
-_DAYS = ["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"]
 _MONTHS_SHORT = ["janv.", "févr.", "mars", "avr.", "mai", "juin", "juil.", "août", "sept.", "oct.", "nov.", "déc."]
 _DAYS_SHORT = ["lun.", "mar.", "mer.", "jeu.", "ven.", "sam.", "dim."]
-
-
-def french_date(moment: datetime, with_time: bool = True) -> str:
-    local = moment.astimezone(PARIS)
-    day = "1er" if local.day == 1 else str(local.day)
-    text = f"{_DAYS[local.weekday()]} {day} {_MONTHS[local.month - 1]} {local.year}"
-    return f"{text} à {local:%H}h{local:%M}" if with_time else text
 
 
 def french_rfc822(moment: datetime) -> str:
@@ -504,7 +478,7 @@ def _view(a: DemoArticle, base: str) -> dict[str, Any]:
     return {
         "title": a.title, "lead": a.lead, "paragraphs": a.paragraphs, "author": a.author,
         "url": base + a.path, "path": a.path, "guid": f"urn:demo:{a.site_id}:{a.id}",
-        "published_iso": a.published.astimezone(PARIS).isoformat(), "published_fr": french_date(a.published),
+        "published_iso": a.published.astimezone(PARIS).isoformat(), "published_fr": french_datetime(a.published),
         "pubdate": format_datetime(a.published.astimezone(PARIS)), "all_paragraphs": everything,
         "content_html": "".join(f"<p>{html.escape(p, quote=False)}</p>" for p in everything),
     }
@@ -899,7 +873,9 @@ def run_demo(directory: str | Path = "demo", *, now: datetime | None = None, top
         server.routes.update(render_site(corpus, server.base))
         say(f"serving {len(corpus.sites)} demo sources and {len(corpus.articles)} articles on {server.base}")
         sources_path, topics_path, config_path = _write_config(directory, corpus, server.base, topics)
-        settings = load_settings(config_path).replace(allow_private=True, politeness_delay=0.0)
+        # The environment may override veille.yaml (VEILLE_*): the demo's own choices must hold regardless.
+        settings = load_settings(config_path).replace(allow_private=True, politeness_delay=0.0,
+                                                      digests_dir=str(directory / "digests"))
         db = directory / "demo.db"
         with Watch(db=db, sources=sources_path, topics=topics_path, config=config_path, settings=settings) as watch:
             say("fetching, extracting, deduplicating and tagging...")
