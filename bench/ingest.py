@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from veille.demo import ArticleWriter, DemoArticle, DemoSite, SiteRenderer, slugify  # noqa: E402
 
-VERSION = 3
+VERSION = 4
 """Bump when the generated corpus changes, so stale caches are not reused."""
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)
 PLACEHOLDER = "http://127.0.0.1:1"

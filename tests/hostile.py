@@ -588,11 +588,12 @@ class SendKillPoint:
 
 def send_kill_points(members: int, delayed_every: int = 1) -> list[SendKillPoint]:
     """Every MAIL, RCPT and DATA of the batch, and 3 ms after RCPT and DATA for every `delayed_every`-th member
-    (those land between the 'sending' commit and DATA, or between the 250 and the 'sent' commit)."""
+    but the last (those land between the 'sending' commit and DATA, or between the 250 and the 'sent'
+    commit; after the last member's 250 the process may well have exited within 3 ms)."""
     points = []
     for k in range(1, members + 1):
         points += [SendKillPoint("MAIL", k), SendKillPoint("RCPT", k), SendKillPoint("DATA", k)]
-        if (k - 1) % delayed_every == 0:
+        if (k - 1) % delayed_every == 0 and k < members:
             points += [SendKillPoint("RCPT", k, 0.003), SendKillPoint("DATA", k, 0.003)]
     return points
 

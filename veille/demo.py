@@ -192,7 +192,8 @@ class ArticleWriter:
             body.append(" ".join(sentences[i:i + size]))
             i += size
         body.append(self.rng.choice(self.closings))
-        return self._fill(self.rng.choice(bank["titles"]), values), self._fill(self.rng.choice(bank["leads"]), values), \
+        story = self.rng.choice(bank["stories"])
+        return self._fill(story["title"], values), self._fill(story["lead"], values), \
             [self._fill(p, values) for p in body]
 
     @staticmethod
@@ -202,20 +203,20 @@ class ArticleWriter:
 
     def write(self, theme: str, values: dict[str, str] | None = None, paragraphs: int = 3,
               aside: int = 1) -> tuple[str, str, list[str]]:
-        """(title, lead, paragraphs) for one article of `theme`.
+        """(title, lead, paragraphs) for one article of `theme`: one of its stories (headline and lead).
 
         The body is `paragraphs` paragraphs of the theme, `aside` paragraphs of other themes (articles
         touch several topics, as real ones do) and a neutral closing.
         """
         bank = self.themes[theme]
         values = values or self.values()
-        title = self.rng.choice(bank["titles"])
-        lead = self.rng.choice(bank["leads"])
+        story = self.rng.choice(bank["stories"])
         body = [bank["paragraphs"][i] for i in self._pick(theme, paragraphs)]
         for _ in range(aside):
             body.insert(self.rng.randrange(1, len(body) + 1), self._aside(theme))
         body.append(self.rng.choice(self.closings))
-        return self._fill(title, values), self._fill(lead, values), [self._fill(p, values) for p in body]
+        return self._fill(story["title"], values), self._fill(story["lead"], values), \
+            [self._fill(p, values) for p in body]
 
 
 # --------------------------------------------------------------------------------------------------
