@@ -335,3 +335,19 @@ def test_run_is_the_main_job_fetch_tag_and_outbox(http_server, tmp_path, monkeyp
     assert "outbox" in result.output and "index.html" in result.output
     again = runner.invoke(main, ["run"], env=env)
     assert again.exit_code == 0 and "0 new" in again.output
+
+
+def test_a_large_backlog_is_drained_over_several_passes(http_server, tmp_path, watch_factory, monkeypatch):
+    """Pages fetched per pass are capped; validators are not kept until the backlog is done, so no 304 stalls it."""
+    import veille.core
+
+    monkeypatch.setattr(veille.core, "MAX_PAGES_PER_SOURCE", 3)
+    items = publish(http_server)
+    http_server.serve("/feed.xml", rss(items), content_type="application/rss+xml")
+    watch = watch_factory(write_sources(tmp_path / "s.yaml", feed_entry("hebdo", http_server.url("/feed.xml"))))
+    assert watch.fetch().sources[0].new == 3
+    assert watch.store.cache_get(http_server.url("/feed.xml")) is None
+    second = watch.fetch().sources[0]
+    assert (second.status, second.new) == ("ok", 1)
+    assert watch.store.cache_get(http_server.url("/feed.xml")) is not None
+    assert watch.fetch().sources[0].status == "not_modified"
