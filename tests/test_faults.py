@@ -10,6 +10,7 @@ import hashlib
 import socket
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,9 @@ def test_a_write_lock_held_elsewhere_is_a_clear_error_and_the_next_run_recovers(
 
     def take_lock_at_third_feed(request) -> None:
         if request.path.endswith("s2/flux.xml") and not taken.is_set():
+            deadline = time.monotonic() + 10  # sources are fetched concurrently: wait for a first commit
+            while time.monotonic() < deadline and not locker.execute("SELECT count(*) FROM articles").fetchone()[0]:
+                time.sleep(0.02)
             locker.execute("BEGIN EXCLUSIVE")
             taken.set()
 
