@@ -103,7 +103,7 @@ def test_gzipped_sitemap_file_bomb_is_refused(http_server, run_pass):
     url = http_server.serve("/sitemap.xml.gz", hostile.gzip_file_bomb(512), content_type="application/gzip")
     p = run_pass(source_entry("plan", url, "sitemap"))
     assert p.reason("plan") == "bad_content"
-    assert "50 MB" in p.by_id["plan"].error
+    assert "10,000,000 bytes" in p.by_id["plan"].error
 
 
 # -- slow and wandering servers ---------------------------------------------------------------------

@@ -467,7 +467,7 @@ def test_sitemap_refuses_entities(tmp_path: Path) -> None:
 
 def test_gzip_bomb_is_cut() -> None:
     bomb = gzip.compress(b"<urlset>" + b" " * (parse.MAX_SITEMAP_BYTES + 10) + b"</urlset>", compresslevel=9)
-    with pytest.raises(ParseError, match="larger than 50 MB"):
+    with pytest.raises(ParseError, match=f"larger than {parse.MAX_SITEMAP_BYTES:,} bytes"):
         parse_sitemap("ville", bomb, "https://www.ville.example/sitemap.xml.gz")
 
 

@@ -13,6 +13,7 @@ one encoding policy and one notion of "plain text" for the whole pipeline.
 from __future__ import annotations
 
 import codecs
+import heapq
 import html
 import io
 import re
@@ -22,19 +23,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_tz
 from html.entities import name2codepoint
-from typing import Iterable, Literal
+from typing import Iterable, Iterator, Literal
 from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
 from lxml import etree
 
+from .config import SETTINGS_BY_NAME
 from .errors import ParseError
 from .types import Entry
 
 MAX_ENTRIES = 1000
 """Entries kept per document: a runaway 100,000-item feed must not cost minutes or gigabytes."""
-MAX_SITEMAP_BYTES = 50 * 1024 * 1024
-"""The sitemap protocol's own limit on an uncompressed sitemap; also caps gzip bombs."""
+MAX_SITEMAP_BYTES: int = SETTINGS_BY_NAME["max_body_bytes"].default
+"""Largest gzipped sitemap once inflated: what the fetch layer accepts for any body by default (parse has
+no settings), so a `.xml.gz` bomb costs no more than a plain document."""
 MAX_CHILDREN = 1000
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -511,8 +514,43 @@ NS_CONTENT = "http://purl.org/rss/1.0/modules/content/"
 NS_XML = "http://www.w3.org/XML/1998/namespace"
 XML_LANG = f"{{{NS_XML}}}lang"
 
-_XML_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, load_dtd=False,
-                              dtd_validation=False, remove_comments=True, remove_pis=True, collect_ids=False)
+_XML_OPTIONS = dict(resolve_entities=False, no_network=True, huge_tree=False, load_dtd=False, dtd_validation=False,
+                    remove_comments=True, remove_pis=True, collect_ids=False)
+_XML_PARSER = etree.XMLParser(**_XML_OPTIONS)
+_PULL_CHUNK = 64 * 1024
+
+
+class _Pull:
+    """A document parsed a chunk at a time with the hardened settings, read as (event, element) pairs.
+
+    The reader clears what it has used (and deletes previous siblings) as it goes, so 10 MB made of
+    100,000 tiny elements never becomes a 100 MB tree that glibc then keeps. Syntax errors are raised,
+    but lxml's feed parser words them unreliably (a later or stale message), so readers re-parse a
+    malformed document with `_XML_PARSER`: the verdict and message stay libxml2's own.
+    """
+
+    def __init__(self, data: bytes, url: str, events: tuple[str, ...], tag: list[str] | None = None) -> None:
+        self._data = data
+        self._parser = etree.XMLPullParser(events, tag=tag, base_url=url, **_XML_OPTIONS)
+        self.root: etree._Element | None = None
+        """Set once the whole document has been read."""
+
+    def __iter__(self) -> Iterator[tuple[str, etree._Element]]:
+        parser, data = self._parser, self._data
+        for start in range(0, len(data), _PULL_CHUNK):
+            parser.feed(data[start:start + _PULL_CHUNK])
+            yield from parser.read_events()
+        self.root = parser.close()
+        yield from parser.read_events()
+
+
+def _drop_read(el: etree._Element) -> None:
+    """Free an element the reader is done with, and its earlier siblings (the safe iterparse idiom)."""
+    el.clear()
+    parent = el.getparent()
+    if parent is not None:
+        while el.getprevious() is not None:
+            del parent[0]
 
 _DATE_KEYS = {  # local name -> which of feedparser's three date slots it fills
     "pubDate": "published", "issued": "published", "published": "published", "updated": "updated",
@@ -586,13 +624,13 @@ def _fast_feed(source_id: str, data: bytes, url: str, warnings: list[str]) -> Pa
             return None  # an internal subset declares entities: feedparser keeps only the safe ones
         data = data[:doctype.start()] + data[doctype.end():]  # an external DTD that is never loaded anyway
     try:
-        root = etree.fromstring(data, _XML_PARSER, base_url=url)
+        root, dropped = _feed_tree(data, url)
     except etree.XMLSyntaxError as e:
         if "Entity" not in str(e) or "not defined" not in str(e):
             return None
         repaired = _numeric_entities(data)
         try:
-            root = etree.fromstring(repaired, _XML_PARSER, base_url=url)
+            root, dropped = _feed_tree(repaired, url)
         except etree.XMLSyntaxError:
             return None
         warnings.append("HTML entities such as &eacute; are not valid XML; they were converted")
@@ -603,7 +641,8 @@ def _fast_feed(source_id: str, data: bytes, url: str, warnings: list[str]) -> Pa
         channel = root.find("channel")
         if channel is None:
             return None
-        items = channel.findall("item")
+        entry_tag = "item"
+        items = channel.findall(entry_tag)
         if not items and root.find(".//item") is not None:
             return None
         ns = ""
@@ -615,12 +654,14 @@ def _fast_feed(source_id: str, data: bytes, url: str, warnings: list[str]) -> Pa
                 break
         else:
             return None
-        items = root.findall(f"{{{ns}}}item")
+        entry_tag = f"{{{ns}}}item"
+        items = root.findall(entry_tag)
         ns = f"{{{ns}}}"
         to_entry = _rss_entry
     elif tag == f"{{{NS_ATOM}}}feed":
         channel = root
-        items = root.findall(f"{{{NS_ATOM}}}entry")
+        entry_tag = _ATOM_ENTRY
+        items = root.findall(entry_tag)
         ns = f"{{{NS_ATOM}}}"
         to_entry = _atom_entry
     else:
@@ -633,7 +674,7 @@ def _fast_feed(source_id: str, data: bytes, url: str, warnings: list[str]) -> Pa
     else:
         feed_title = title_text(_inner(title_el)) if title_el is not None else ""
     feed_lang = _feed_language(root, channel, ns)
-    warnings.extend(_cap_warning(len(items)))
+    warnings.extend(_cap_warning(len(items) + dropped.get(entry_tag, 0)))
     entries: list[Entry] = []
     skipped = 0
     for item in items[:MAX_ENTRIES]:
@@ -645,6 +686,62 @@ def _fast_feed(source_id: str, data: bytes, url: str, warnings: list[str]) -> Pa
     if skipped:
         warnings.append(f"{skipped} entr{'y' if skipped == 1 else 'ies'} without an http(s) link skipped")
     return Parsed(feed_title or None, tuple(entries), (), tuple(warnings), _newest(entries))
+
+
+_ATOM_ENTRY = f"{{{NS_ATOM}}}entry"
+_RDF_ITEMS = frozenset({f"{{{NS_RSS10}}}item", f"{{{NS_RSS090}}}item"})
+
+
+def _feed_tree(data: bytes, url: str) -> tuple[etree._Element, dict[str, int]]:
+    """The feed's tree, without the entries past MAX_ENTRIES that `_fast_feed` would only count.
+
+    Returns the tree and, per entry tag, how many entries were dropped. A syntax error is always
+    `_XML_PARSER`'s (see `_Pull`), so the entity repair and the fallback decide exactly as before.
+    """
+    try:
+        return _capped_feed_tree(data, url)
+    except etree.XMLSyntaxError:
+        return etree.fromstring(data, _XML_PARSER, base_url=url), {}
+
+
+def _capped_feed_tree(data: bytes, url: str) -> tuple[etree._Element, dict[str, int]]:
+    """Parse incrementally, emptying and removing each entry of the feed's own entry list past the cap.
+
+    Only the entries `_fast_feed` reads from are candidates (RSS: items of the first <channel>; RDF and
+    Atom: the root's item/entry children), so the entries it reads and the tree around them are the ones
+    a full parse gives; the whole document is still parsed, so a malformed tail still falls back.
+    """
+    pull = _Pull(data, url, ("end",), tag=["item", *_RDF_ITEMS, _ATOM_ENTRY])
+    root = channel = None
+    counted: dict[str, int] = {}
+    dropped: dict[str, int] = {}
+    emptied: etree._Element | None = None
+    for _, el in pull:
+        parent = el.getparent()
+        if root is None:
+            root = el.getroottree().getroot()
+        if root.tag == "rss":
+            if channel is None and parent is not None and parent.tag == "channel" and parent.getparent() is root:
+                channel = root.find("channel")  # the first one: the one `_fast_feed` reads
+            candidate = el.tag == "item" and channel is not None and parent is channel
+        elif root.tag == f"{{{NS_RDF}}}RDF":
+            candidate = el.tag in _RDF_ITEMS and parent is root
+        else:
+            candidate = root.tag == f"{{{NS_ATOM}}}feed" and el.tag == _ATOM_ENTRY and parent is root
+        if not candidate:
+            continue
+        counted[el.tag] = counted.get(el.tag, 0) + 1
+        if counted[el.tag] <= MAX_ENTRIES:
+            continue
+        dropped[el.tag] = dropped.get(el.tag, 0) + 1
+        el.clear()
+        if emptied is not None:  # an earlier sibling; the element just ended stays until the parser is done
+            parent.remove(emptied)
+        emptied = el
+    if emptied is not None:
+        emptied.getparent().remove(emptied)
+    assert pull.root is not None
+    return pull.root, dropped
 
 
 def _cap_warning(count: int) -> list[str]:
@@ -1027,7 +1124,8 @@ def parse_sitemap(source_id: str, content: bytes, url: str) -> Parsed:
     """urlset, sitemapindex (children to fetch next), Google News sitemaps, gzip bodies, text sitemaps.
 
     Entity declarations are refused outright: a sitemap has no use for them, and they are how billion
-    laughs and external-entity (local file) attacks arrive.
+    laughs and external-entity (local file) attacks arrive. Well-formed XML is read incrementally
+    (`_read_sitemap`), so a 100,000-URL sitemap costs the entries kept, not a full tree.
     """
     content = _gunzip(source_id, url, content)
     head = content[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
@@ -1039,6 +1137,10 @@ def parse_sitemap(source_id: str, content: bytes, url: str) -> Parsed:
         raise ParseError(source_id, url, "refused: the sitemap declares XML entities",
                          "a genuine sitemap never does; check that the URL is right and the site not compromised")
     try:
+        return _read_sitemap(source_id, url, _Pull(content, url, ("start", "end")))
+    except etree.XMLSyntaxError:
+        pass  # malformed: the full parse below words the error as libxml2 does (see `_Pull`)
+    try:
         root = etree.fromstring(content, _XML_PARSER, base_url=url)
     except etree.XMLSyntaxError as e:
         lower = head.lower()
@@ -1047,17 +1149,35 @@ def parse_sitemap(source_id: str, content: bytes, url: str) -> Parsed:
                              "check the URL (sites list their sitemaps in /robots.txt)") from e
         raise ParseError(source_id, url, f"not a sitemap: malformed XML ({e})",
                          "open the URL in a browser; the file may be truncated") from e
+    return _read_sitemap(source_id, url, etree.iterwalk(root, events=("start", "end")))
+
+
+def _read_sitemap(source_id: str, url: str, events: Iterable[tuple[str, etree._Element]]) -> Parsed:
+    """A sitemap from the start/end events of its parse, each <url> (or index <loc>) dropped once read.
+
+    Same result as walking the full tree: units are read in document order, duplicates and links that
+    are not http(s) do not count, and past MAX_ENTRIES the newest entries are kept (ties: the earlier),
+    in document order. A bounded heap holds them, so memory does not grow with the sitemap.
+    """
+    stream = iter(events)
+    _, root = next(stream)
     name = _local(root.tag)[1] if isinstance(root.tag, str) else ""
     if name == "sitemapindex":
         children: list[str] = []
-        for loc in root.iter("{*}loc"):
-            child = absolute_url((loc.text or "").strip(), url)
-            if child and child not in children:
-                children.append(child)
-        warnings = [f"only the first {MAX_CHILDREN} of {len(children)} child sitemaps are followed"] \
-            if len(children) > MAX_CHILDREN else []
-        return Parsed(None, (), tuple(children[:MAX_CHILDREN]), tuple(warnings), None)
+        seen: set[str] = set()
+        for unit in _outermost(stream, "loc"):
+            for loc in unit.iter("{*}loc"):
+                child = absolute_url((loc.text or "").strip(), url)
+                if child and child not in seen:
+                    seen.add(child)
+                    if len(children) < MAX_CHILDREN:
+                        children.append(child)
+        warnings = [f"only the first {MAX_CHILDREN} of {len(seen)} child sitemaps are followed"] \
+            if len(seen) > MAX_CHILDREN else []
+        return Parsed(None, (), tuple(children), tuple(warnings), None)
     if name != "urlset":
+        for _ in _outermost(stream, None):
+            pass  # a syntax error further on is the verdict, as with a full parse
         if name.lower() == "html":
             raise ParseError(source_id, url, "not a sitemap: the server sent an HTML page",
                              "check the URL (sites list their sitemaps in /robots.txt)")
@@ -1065,20 +1185,44 @@ def parse_sitemap(source_id: str, content: bytes, url: str) -> Parsed:
             raise ParseError(source_id, url, "not a sitemap: this is a feed", "set `type: feed` for this source")
         raise ParseError(source_id, url, f"not a sitemap: the root element is <{name}>",
                          "a sitemap starts with <urlset> or <sitemapindex>")
-    entries: list[Entry] = []
-    seen: set[str] = set()
-    for node in root.iter("{*}url"):
-        entry = _sitemap_entry(source_id, node, url)
-        if entry is not None and entry.url not in seen:
+    newest: list[tuple[datetime, int, Entry]] = []  # min-heap of (date, -position, entry): the oldest on top
+    seen = set()
+    count = 0
+    for unit in _outermost(stream, "url"):
+        for node in unit.iter("{*}url"):
+            entry = _sitemap_entry(source_id, node, url)
+            if entry is None or entry.url in seen:
+                continue
             seen.add(entry.url)
-            entries.append(entry)
-    warnings = _cap_warning(len(entries))
-    if len(entries) > MAX_ENTRIES:
-        # Sitemaps often list the oldest pages first: keep the newest, in document order.
-        order = sorted(range(len(entries)), key=lambda i: entries[i].published or _EPOCH, reverse=True)
-        keep = set(order[:MAX_ENTRIES])
-        entries = [e for i, e in enumerate(entries) if i in keep]
-    return Parsed(None, tuple(entries), (), tuple(warnings), _newest(entries))
+            item = (entry.published or _EPOCH, -count, entry)
+            count += 1
+            if len(newest) < MAX_ENTRIES:
+                heapq.heappush(newest, item)
+            else:
+                heapq.heappushpop(newest, item)
+    # Sitemaps often list the oldest pages first: keep the newest, in document order.
+    entries = [entry for _, _, entry in sorted(newest, key=lambda item: -item[1])]
+    return Parsed(None, tuple(entries), (), tuple(_cap_warning(count)), _newest(entries))
+
+
+def _outermost(events: Iterator[tuple[str, etree._Element]], name: str | None) -> Iterator[etree._Element]:
+    """Each complete element with local name `name` not inside another one, in document order.
+
+    Its subtree holds every `name` element it contains, so `unit.iter()` gives the order of a full tree.
+    Once the caller is done with it, it is cleared, and so is every other element outside such units.
+    """
+    depth = 0
+    for event, el in events:
+        unit = isinstance(el.tag, str) and _local(el.tag)[1] == name
+        if event == "start":
+            depth += unit
+            continue
+        if unit:
+            depth -= 1
+            if not depth:
+                yield el
+        if not depth:
+            _drop_read(el)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -1126,6 +1270,7 @@ def _text_sitemap(source_id: str, content: bytes, url: str) -> Parsed:
 
 
 def _gunzip(source_id: str, url: str, content: bytes) -> bytes:
+    """A `.xml.gz` body inflated, refused past MAX_SITEMAP_BYTES (a small file can inflate to gigabytes)."""
     if not content.startswith(b"\x1f\x8b"):
         return content
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -1134,8 +1279,8 @@ def _gunzip(source_id: str, url: str, content: bytes) -> bytes:
     except zlib.error as e:
         raise ParseError(source_id, url, f"corrupt gzip sitemap ({e})", "the file may be truncated") from e
     if len(out) > MAX_SITEMAP_BYTES or inflater.unconsumed_tail:
-        raise ParseError(source_id, url, f"sitemap larger than {MAX_SITEMAP_BYTES // 2**20} MB once uncompressed",
-                         "the sitemap protocol caps files at 50 MB; use the site's smaller sitemaps")
+        raise ParseError(source_id, url, f"sitemap larger than {MAX_SITEMAP_BYTES:,} bytes once uncompressed",
+                         "use the site's smaller sitemaps (listed in its sitemap index or /robots.txt)")
     return out
 
 
