@@ -1,8 +1,8 @@
 """Dedupe stage: the identity of an article (canonical URL) and near-duplicate detection (SimHash).
 
 Hands on a canonical URL per entry and a 64-bit SimHash per text; the store groups articles whose
-hashes are within `NEAR_DUPLICATE_BITS` bits into one cluster (a story), finding candidates through
-`bands`.
+hashes are within `NEAR_DUPLICATE_BITS` bits into one cluster (a story), comparing each new hash with
+every stored one (veille/store/clusters.py: one vectorised XOR and popcount).
 
 Threshold, measured with bench/dedupe.py: 12 invented ~200-word dispatches (6 topics x 2 different
 articles), 84 lightly edited copies (byline, sentence added or removed, subscription boilerplate, words
@@ -21,8 +21,6 @@ site boilerplate) or 21 bits on the same topic; their mean is 31. Short texts ma
 (a 15 % edit moves 6-10 bits), so 3 bits missed most copies; above 8 bits the false-merge tail
 grows ~30x per 2 bits, and a false merge hides a story from members whereas a missed one only
 shows it twice. 2-shingles beat 3-shingles (recall 0.65 at 8 bits) at the same separation.
-`bands` is sized from the threshold so that the store's exact-match lookup still finds every pair
-within it (45 bands of ~13 bits: about N/160 candidates per lookup, measured N/165).
 """
 
 from __future__ import annotations
@@ -30,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import re
 from functools import lru_cache
-from itertools import combinations
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 # Query parameters that only track the reader: dropped from canonical URLs. Only names that never
@@ -183,20 +180,3 @@ def simhash(text: str, min_words: int = 40) -> int:
 
 def hamming(a: int, b: int) -> int:
     return ((a ^ b) & _MASK64).bit_count()
-
-
-# Bands: cut the 64 bits into NEAR_DUPLICATE_BITS + 2 blocks; two hashes within NEAR_DUPLICATE_BITS
-# bits differ in at most that many blocks, so at least two blocks are identical, and each band is the
-# concatenation of one pair of blocks. 8 bits -> 10 blocks of 6-7 bits, 45 bands of ~13 bits.
-_BLOCKS = NEAR_DUPLICATE_BITS + 2
-_EDGES = [round(i * 64 / _BLOCKS) for i in range(_BLOCKS + 1)]
-_BLOCK_MASKS = [((1 << (_EDGES[i + 1] - _EDGES[i])) - 1, _EDGES[i], _EDGES[i + 1] - _EDGES[i]) for i in range(_BLOCKS)]
-_PAIRS = list(combinations(range(_BLOCKS), 2))
-
-
-def bands(h: int) -> list[int]:
-    """Exact-match keys for candidate search: hashes within `NEAR_DUPLICATE_BITS` bits of each other
-    share at least one key at the same position. Position = band number in the store."""
-    u = h & _MASK64
-    blocks = [(u >> shift) & mask for mask, shift, _ in _BLOCK_MASKS]
-    return [(blocks[i] << _BLOCK_MASKS[j][2]) | blocks[j] for i, j in _PAIRS]

@@ -666,11 +666,6 @@ EXTRA_DESCRIPTIONS: dict[str, dict[str, str]] = {
         "url": "one URL the article was seen under",
         "article_id": "articles.id",
     },
-    "simhash_bands": {
-        "band": "band number, 0 to 3",
-        "value": "16 bits of the SimHash",
-        "article_id": "articles.id",
-    },
     "fetch_log": {
         "id": "attempt id",
         "source_id": "sources.id",
@@ -983,7 +978,7 @@ def datasette_metadata(store: "Store", database: str) -> dict[str, Any]:
             entry.update(fts_table="articles_fts", fts_pk="id", sort_desc="published_at")
         elif name in ("articles_with_topics", "articles_overview"):
             entry.update(fts_table="articles_fts", fts_pk="article_id")
-        if name in HIDDEN_FROM_DATASETTE or name in ("simhash_bands", "http_cache", "article_urls"):
+        if name in HIDDEN_FROM_DATASETTE or name in ("http_cache", "article_urls"):
             entry["hidden"] = True
         tables[name] = entry
     return {

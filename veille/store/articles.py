@@ -8,13 +8,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Iterable
 
 from .. import dedupe
+from .clusters import ClusterIndex
 from ..types import Article, Entry, Source
 
 if TYPE_CHECKING:
     from . import Store
-
-
-CLUSTER_WINDOW = timedelta(days=10)
 
 
 @dataclass(frozen=True)
@@ -227,7 +225,17 @@ class ArticlesMixin:
         A process killed before COMMIT leaves nothing of this batch, and the cache is written in the
         same transaction, so the next pass refetches instead of taking a 304 for lost work.
         """
+        try:
+            return self._save_source_batch(source_id, articles, log, cache, title, moved_to)
+        except BaseException:
+            self._cluster_index = None  # it may hold rows of the rolled-back batch
+            raise
+
+    def _save_source_batch(self: "Store", source_id: str, articles: list[Article], log: FetchLog,
+                           cache: list[tuple[str, str | None, str | None]], title: str | None,
+                           moved_to: str | None) -> SaveResult:
         with self.transaction():
+            self._clusters().refresh(self.conn)  # rows other processes committed since the last batch
             new_ids: list[int] = []
             updated_ids: list[int] = []
             for article in articles:
@@ -274,8 +282,9 @@ class ArticlesMixin:
                     (article.title, article.text, article.summary, article.author, article.lang,
                      article.text_source, article.simhash, iso(article.fetched_at), article_id),
                 )
-                self.conn.execute("DELETE FROM simhash_bands WHERE article_id = ?", (article_id,))
-                self._insert_bands(article_id, article.simhash)
+                self._clusters().add(article_id, article.simhash, existing["cluster_id"],
+                                     article.published_at if not existing["published_at"] else
+                                     datetime.fromisoformat(existing["published_at"].replace("Z", "+00:00")))
             self._add_urls(article_id, urls)
             return article_id, "updated" if changed else "same"
         clash = self.conn.execute("SELECT id FROM articles WHERE canonical_url = ?",
@@ -283,7 +292,7 @@ class ArticlesMixin:
         if clash is not None:  # same canonical URL under another guid: one article, several guids
             self._add_urls(clash["id"], urls)
             return clash["id"], "same"
-        cluster_id = self._find_cluster(article.simhash, article.published_at)
+        cluster_id = self._clusters().find(article.simhash, article.published_at)
         if cluster_id is None:
             cluster_id = self.conn.execute("INSERT INTO clusters (created_at) VALUES (?)",
                                            (iso(article.fetched_at),)).lastrowid
@@ -297,46 +306,20 @@ class ArticlesMixin:
              iso(article.fetched_at), cluster_id, article.simhash),
         ).lastrowid
         self._add_urls(article_id, urls)
-        self._insert_bands(article_id, article.simhash)
+        self._clusters().add(article_id, article.simhash, cluster_id, article.published_at)
         return article_id, "new"
 
     def _add_urls(self: "Store", article_id: int, urls: list[str]) -> None:
         self.conn.executemany("INSERT OR IGNORE INTO article_urls (url, article_id) VALUES (?, ?)",
                               [(u, article_id) for u in urls if u])
 
-    def _insert_bands(self: "Store", article_id: int, simhash: int) -> None:
-        if simhash:
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO simhash_bands (band, value, article_id) VALUES (?, ?, ?)",
-                [(band, value, article_id) for band, value in enumerate(dedupe.bands(simhash))],
-            )
-
-    def _find_cluster(self: "Store", simhash: int, published_at: datetime) -> int | None:
-        """The cluster of the closest stored article within the near-duplicate threshold.
-
-        Only articles published within `CLUSTER_WINDOW` are compared: a story is news of a few days,
-        and the window keeps both the candidate lists and the false positives small on a large archive.
-        """
-        from . import iso
-
-        if not simhash:
-            return None
-        keys = list(enumerate(dedupe.bands(simhash)))
-        values = ",".join("(?, ?)" for _ in keys)
-        rows = self.conn.execute(
-            f"WITH k(band, value) AS (VALUES {values}) "
-            "SELECT DISTINCT a.simhash, a.cluster_id FROM k JOIN simhash_bands b "
-            "ON b.band = k.band AND b.value = k.value JOIN articles a ON a.id = b.article_id "
-            "WHERE a.published_at BETWEEN ? AND ?",
-            [x for key in keys for x in key]
-            + [iso(published_at - CLUSTER_WINDOW), iso(published_at + CLUSTER_WINDOW)],
-        )
-        best: tuple[int, int] | None = None
-        for other, cluster_id in rows:
-            distance = dedupe.hamming(simhash, other)
-            if distance <= dedupe.NEAR_DUPLICATE_BITS and (best is None or distance < best[0]):
-                best = (distance, cluster_id)
-        return best[1] if best else None
+    def _clusters(self: "Store") -> ClusterIndex:
+        """The SimHash index (`_save_source_batch` refreshes it once per transaction)."""
+        index = getattr(self, "_cluster_index", None)
+        if index is None:
+            index = self._cluster_index = ClusterIndex()
+            index.refresh(self.conn)
+        return index
 
     def article_count(self: "Store") -> int:
         return self.conn.execute("SELECT count(*) FROM articles").fetchone()[0]

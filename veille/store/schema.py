@@ -75,15 +75,6 @@ CREATE TABLE article_urls (
 );
 CREATE INDEX article_urls_article ON article_urls(article_id);
 
--- SimHash candidate keys (veille.dedupe.bands): two hashes within the near-duplicate threshold share one.
-CREATE TABLE simhash_bands (
-    band INTEGER NOT NULL,
-    value INTEGER NOT NULL,
-    article_id INTEGER NOT NULL REFERENCES articles(id) ON DELETE CASCADE,
-    PRIMARY KEY (band, value, article_id)
-) WITHOUT ROWID;
-CREATE INDEX simhash_bands_article ON simhash_bands(article_id);
-
 -- Every fetch attempt, for staff troubleshooting and the source health view.
 CREATE TABLE fetch_log (
     id INTEGER PRIMARY KEY,
