@@ -11,18 +11,19 @@ import asyncio
 import contextlib
 import logging
 import os
+import pickle
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .config import Settings, load_settings, load_sources
 from .errors import ConfigError, ExtractError, FetchError, ParseError, SourceError, StoreError
 from .store import Store, utcnow
 from .store.articles import FetchLog
-from .types import Article, Entry, Extracted, PassResult, Response, Source, SourceResult
+from .types import Article, Entry, Extracted, PassResult, Response, Source, SourceResult, TopicMatch
 
 if TYPE_CHECKING:
     from .tag import Topic
@@ -98,6 +99,7 @@ class Watch:
         self._tagger: Any = None
         self._pool: Executor | None = None
         self._page_slots: asyncio.Semaphore | None = None
+        self._tagger_pickle: tuple[str, bytes] | None = None
         self._synced = False
         """Sources and topics are written to the archive once per configuration, not on every pass."""
 
@@ -139,6 +141,7 @@ class Watch:
         topics = load_topics(self.topics_path) if self.topics_path.exists() else []
         self._settings, self._sources, self._topics, self._tagger = settings, sources, topics, None
         self._synced = False
+        self._tagger_pickle = None
 
     @property
     def tagger(self) -> Any:
@@ -193,12 +196,24 @@ class Watch:
         tag.sync_topics(self.store, topics)
         return tag.retag(self.store, topics, list(topic_ids) if topic_ids else None)
 
-    def _tag(self, article_ids: Iterable[int]) -> None:
-        ids = list(article_ids)
-        if ids and self.load_topics():
-            from . import tag
+    def _tagger_blob(self) -> tuple[str, bytes] | None:
+        """The tagger pickled once per configuration, for the workers (None without topics)."""
+        if not self.load_topics():
+            return None
+        if self._tagger_pickle is None:
+            self._tagger_pickle = (self.tagger.rule_hash, pickle.dumps(self.tagger))
+        return self._tagger_pickle
 
-            tag.tag_articles(self.store, self.tagger, ids)
+    def _store_tags(self, outcomes: Sequence[tuple[int, str]], matches: Sequence[Any]) -> None:
+        """Tags of the articles a batch created or changed; an article tagged nowhere (a crash between the
+        two transactions) is picked up by `tag_pending` at the next start."""
+        if not self.load_topics():
+            return
+        from . import tag
+
+        matched = [(article_id, found) for (article_id, status), found in zip(outcomes, matches)
+                   if status in ("new", "updated") and found is not None]
+        tag.store_matches(self.store, self.tagger, matched)
 
     # -- fetching -----------------------------------------------------------------------------------
 
@@ -300,16 +315,16 @@ class Watch:
             for warning in parsed.warnings:
                 log.warning("source %s <%s>: %s", source.id, url, warning)
             want_pages = source.full_text if full_text is None else (full_text and source.full_text)
-            articles, complete = await self._articles(fetcher, source, entries, want_pages, started)
+            built, complete = await self._articles(fetcher, source, entries, want_pages, started)
             validators = (response.etag, response.last_modified) if complete else (None, None)
             saved = self.store.save_source_batch(
-                source.id, articles,
+                source.id, [article for article, _ in built],
                 FetchLog(source.id, url, started, _ms(t0), status=response.status, bytes=len(response.content)),
                 cache=[(url, *validators)] + ([(response.permanent_redirect, *validators)]
                                               if response.permanent_redirect else []),
                 title=parsed.title, moved_to=response.permanent_redirect,
             )
-            self._tag([*saved.new_ids, *saved.updated_ids])
+            self._store_tags(saved.outcomes, [matches for _, matches in built])
             return SourceResult(source.id, url, "ok", new=len(saved.new_ids), updated=len(saved.updated_ids),
                                 entries=len(entries), duration=time.monotonic() - t0)
         except SourceError as e:
@@ -354,28 +369,30 @@ class Watch:
         )
 
     async def _articles(self, fetcher: Any, source: Source, entries: list[Entry], want_pages: bool,
-                        fetched_at: datetime) -> tuple[list[Article], bool]:
-        """Turn the entries that are new (or changed) into articles, fetching and extracting their pages.
+                        fetched_at: datetime) -> tuple[list[tuple[Article, list[TopicMatch] | None]], bool]:
+        """Turn the entries that are new (or changed) into articles with their topics, fetching and
+        extracting their pages.
 
         Returns the articles and whether every fresh entry was handled: at most `MAX_PAGES_PER_SOURCE`
         pages are fetched per pass, and the caller then keeps no validators so the next pass goes on.
 
-        The articles are built in the pool: SimHash is CPU-bound and the main process is the pass's
-        bottleneck (bench/ingest.py: -25 % main-process CPU on a cold pass).
+        The articles are built and matched in the pool: SimHash and matching are CPU-bound and the main
+        process is the pass's bottleneck (bench/ingest.py).
         """
         fresh = self._fresh_entries(source, entries)
         if not fresh:
             return [], True
         loop = asyncio.get_running_loop()
+        tagger = self._tagger_blob()
         if not want_pages:
             return await loop.run_in_executor(self.pool(), _build_articles, [(e, None, None) for e in fresh],
-                                              fetched_at), True
+                                              fetched_at, tagger), True
         complete = len(fresh) <= MAX_PAGES_PER_SOURCE
         fresh = fresh[:MAX_PAGES_PER_SOURCE]
         pages = await asyncio.gather(*(self._page(fetcher, source, e) for e in fresh))
         built = await loop.run_in_executor(
             self.pool(), _build_articles,
-            [(e, extracted, final_url) for e, (extracted, final_url) in zip(fresh, pages)], fetched_at)
+            [(e, extracted, final_url) for e, (extracted, final_url) in zip(fresh, pages)], fetched_at, tagger)
         return built, complete
 
     def _fresh_entries(self, source: Source, entries: list[Entry]) -> list[Entry]:
@@ -473,11 +490,31 @@ class Watch:
         return results
 
 
-def _build_articles(items: list[tuple[Entry, Extracted | None, str | None]], fetched_at: datetime) -> list[Article]:
-    """`build_article` over one source's batch, in a worker process (top-level so it pickles)."""
+def _build_articles(items: list[tuple[Entry, Extracted | None, str | None]], fetched_at: datetime,
+                    tagger: tuple[str, bytes] | None = None) -> list[tuple[Article, list[TopicMatch] | None]]:
+    """`build_article` over one source's batch, and its topics, in a worker process (top-level so it pickles).
+
+    Matching is CPU-bound and the main process is a cold pass's bottleneck, so it runs here. The tagger
+    comes pickled once per pass with its rule hash and is unpickled once per worker.
+    """
     from .extract import build_article
 
-    return [build_article(entry, extracted, fetched_at, final_url) for entry, extracted, final_url in items]
+    matcher = _worker_tagger(*tagger) if tagger else None
+    built = []
+    for entry, extracted, final_url in items:
+        article = build_article(entry, extracted, fetched_at, final_url)
+        built.append((article, matcher.match(article.title, article.summary, article.text) if matcher else None))
+    return built
+
+
+_TAGGERS: dict[str, Any] = {}
+
+
+def _worker_tagger(rule_hash: str, blob: bytes) -> Any:
+    if rule_hash not in _TAGGERS:
+        _TAGGERS.clear()
+        _TAGGERS[rule_hash] = pickle.loads(blob)
+    return _TAGGERS[rule_hash]
 
 
 def _ms(t0: float) -> int:

@@ -514,8 +514,8 @@ NS_CONTENT = "http://purl.org/rss/1.0/modules/content/"
 NS_XML = "http://www.w3.org/XML/1998/namespace"
 XML_LANG = f"{{{NS_XML}}}lang"
 
-_XML_OPTIONS = dict(resolve_entities=False, no_network=True, huge_tree=False, load_dtd=False, dtd_validation=False,
-                    remove_comments=True, remove_pis=True, collect_ids=False)
+_XML_OPTIONS = {"resolve_entities": False, "no_network": True, "huge_tree": False, "load_dtd": False,
+                "dtd_validation": False, "remove_comments": True, "remove_pis": True, "collect_ids": False}
 _XML_PARSER = etree.XMLParser(**_XML_OPTIONS)
 _PULL_CHUNK = 64 * 1024
 
@@ -551,6 +551,7 @@ def _drop_read(el: etree._Element) -> None:
     if parent is not None:
         while el.getprevious() is not None:
             del parent[0]
+
 
 _DATE_KEYS = {  # local name -> which of feedparser's three date slots it fills
     "pubDate": "published", "issued": "published", "published": "published", "updated": "updated",
@@ -1176,7 +1177,7 @@ def _read_sitemap(source_id: str, url: str, events: Iterable[tuple[str, etree._E
             if len(seen) > MAX_CHILDREN else []
         return Parsed(None, (), tuple(children), tuple(warnings), None)
     if name != "urlset":
-        for _ in _outermost(stream, None):
+        for _ in _outermost(stream, ""):
             pass  # a syntax error further on is the verdict, as with a full parse
         if name.lower() == "html":
             raise ParseError(source_id, url, "not a sitemap: the server sent an HTML page",
@@ -1205,15 +1206,17 @@ def _read_sitemap(source_id: str, url: str, events: Iterable[tuple[str, etree._E
     return Parsed(None, tuple(entries), (), tuple(_cap_warning(count)), _newest(entries))
 
 
-def _outermost(events: Iterator[tuple[str, etree._Element]], name: str | None) -> Iterator[etree._Element]:
-    """Each complete element with local name `name` not inside another one, in document order.
+def _outermost(events: Iterator[tuple[str, etree._Element]], name: str) -> Iterator[etree._Element]:
+    """Each complete element with local name `name` (any namespace) not inside another one, in document order.
 
     Its subtree holds every `name` element it contains, so `unit.iter()` gives the order of a full tree.
     Once the caller is done with it, it is cleared, and so is every other element outside such units.
     """
     depth = 0
+    in_namespace = f"}}{name}"
     for event, el in events:
-        unit = isinstance(el.tag, str) and _local(el.tag)[1] == name
+        tag = el.tag
+        unit = tag == name or (type(tag) is str and tag.endswith(in_namespace))
         if event == "start":
             depth += unit
             continue

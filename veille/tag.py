@@ -716,7 +716,6 @@ def tag_articles(store: "Store", tagger: Tagger, article_ids: Iterable[int]) -> 
     Each article's tags become exactly what the current rules give, in one transaction per chunk (or
     in the caller's transaction if one is open).
     """
-    from .store import iso, utcnow
 
     ids = list(dict.fromkeys(article_ids))
     if not ids:
@@ -724,18 +723,31 @@ def tag_articles(store: "Store", tagger: Tagger, article_ids: Iterable[int]) -> 
     active = {topic_id for topic_id, state in store.topic_states().items() if state.active}
     if active != {t.id for t in tagger.topics}:
         sync_topics(store, tagger.topics)  # the tags below reference topics, and only these are current
-    hashes = {t.id: t.rule_hash for t in tagger.topics}
-    now = iso(utcnow())
     tagged = 0
     for chunk in _chunks(ids, 1000):
         rows = store.article_texts(chunk)
-        tags = []
-        for row in rows:
-            matches = tagger.match(row["title"], row["summary"], row["text"])
-            tagged += bool(matches)
-            tags.extend((row["id"], m.topic_id, m.score, _hits_json(m.hits), hashes[m.topic_id]) for m in matches)
-        store.store_article_tags([r["id"] for r in rows], tags, tagger.rule_hash, now)
+        tagged += store_matches(store, tagger, [(r["id"], tagger.match(r["title"], r["summary"], r["text"]))
+                                                for r in rows], synced=True)
     return tagged
+
+
+def store_matches(store: "Store", tagger: Tagger, matched: Sequence[tuple[int, Sequence[TopicMatch]]],
+                  synced: bool = False) -> int:
+    """Store tags matched elsewhere (the pipeline matches in its worker processes); returns how many
+    articles got a topic. Each article's tags become exactly `matched`'s."""
+    from .store import iso, utcnow
+
+    if not matched:
+        return 0
+    if not synced:
+        active = {topic_id for topic_id, state in store.topic_states().items() if state.active}
+        if active != {t.id for t in tagger.topics}:
+            sync_topics(store, tagger.topics)
+    hashes = {t.id: t.rule_hash for t in tagger.topics}
+    tags = [(article_id, m.topic_id, m.score, _hits_json(m.hits), hashes[m.topic_id])
+            for article_id, matches in matched for m in matches]
+    store.store_article_tags([article_id for article_id, _ in matched], tags, tagger.rule_hash, iso(utcnow()))
+    return sum(1 for _, matches in matched if matches)
 
 
 def tag_pending(store: "Store", tagger: Tagger) -> int:

@@ -55,6 +55,8 @@ class FetchLog:
 class SaveResult:
     new_ids: tuple[int, ...]
     updated_ids: tuple[int, ...]
+    outcomes: tuple[tuple[int, str], ...] = ()
+    """(article id, "new" | "updated" | "same") for each article given, in order."""
 
 
 class ArticlesMixin:
@@ -238,8 +240,10 @@ class ArticlesMixin:
             self._clusters().refresh(self.conn)  # rows other processes committed since the last batch
             new_ids: list[int] = []
             updated_ids: list[int] = []
+            outcomes = []
             for article in articles:
                 article_id, status = self._upsert_article(article)
+                outcomes.append((article_id, status))
                 if status == "new":
                     new_ids.append(article_id)
                 elif status == "updated":
@@ -249,7 +253,7 @@ class ArticlesMixin:
             final_log = FetchLog(**{**log.__dict__, "new_count": len(new_ids), "updated_count": len(updated_ids)})
             self._insert_log(final_log)
             self._mark_source_ok(source_id, log.started_at, len(new_ids), title, moved_to)
-        return SaveResult(tuple(new_ids), tuple(updated_ids))
+        return SaveResult(tuple(new_ids), tuple(updated_ids), tuple(outcomes))
 
     def _find_article(self: "Store", article: Article) -> sqlite3.Row | None:
         if article.guid:
