@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from veille.cli import main
 from veille.config import SETTINGS, load_settings, load_sources, parse_duration
 from veille.errors import ConfigError
+from veille.types import Source
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,3 +122,8 @@ def test_every_setting_is_documented():
     docs = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     missing = [s.name for s in SETTINGS if f"`{s.name}`" not in docs]
     assert not missing, f"settings missing from docs/operations.md: {missing}"
+
+
+def test_store_offers_a_sqlite_utils_view_of_the_archive(store):
+    store.sync_sources([Source(id="cnil", name="CNIL", type="feed", url="https://www.cnil.fr/fr/rss.xml")])
+    assert [row["id"] for row in store.db["sources"].rows] == ["cnil"]

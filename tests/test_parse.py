@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from hypothesis import given, settings, strategies as st
+from lxml import etree
 
 from veille import parse
 from veille.errors import ParseError
@@ -363,6 +364,25 @@ def test_entries_per_document_are_capped(malformed: bool) -> None:
     assert f"only the first {MAX_ENTRIES} of {MAX_ENTRIES + 500} entries were read" in parsed.warnings
 
 
+@pytest.mark.parametrize("kind", ["atom", "rdf"])
+def test_entries_past_the_cap_are_counted_in_every_format(kind: str) -> None:
+    """The fast path drops entries past the cap while parsing; the count and the entries stay feedparser's."""
+    total = MAX_ENTRIES + 300
+    if kind == "atom":
+        body = "".join(f'<entry><title>Article {i}</title><link href="/a/{i}"/><id>urn:mairie:{i}</id>'
+                       f"<updated>2025-03-01T10:00:00Z</updated></entry>" for i in range(total))
+        doc = f'<feed xmlns="http://www.w3.org/2005/Atom"><title>Mairie</title>{body}</feed>'
+    else:
+        body = "".join(f"<item><title>Article {i}</title><link>https://www.mairie.example/a/{i}</link></item>"
+                       for i in range(total))
+        doc = (f'<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" xmlns="http://purl.org/rss/1.0/">'
+               f"<channel><title>Mairie</title></channel>{body}</rdf:RDF>")
+    fast = parse_feed("big", doc.encode(), FEED_URL)
+    assert f"only the first {MAX_ENTRIES} of {total} entries were read" in fast.warnings
+    assert [e.title for e in fast.entries] == [f"Article {i}" for i in range(MAX_ENTRIES)]
+    assert_same_entries(fast, parse_feed_feedparser("big", doc.encode(), FEED_URL), kind)
+
+
 # --------------------------------------------------------------------------------------------------
 # Listing pages
 
@@ -449,6 +469,40 @@ def test_big_sitemap_keeps_the_newest_entries() -> None:
     assert parsed.entries[-1].url == "https://www.ville.example/a/2999"
     assert [int(e.url.rsplit("/", 1)[1]) for e in parsed.entries] == list(range(2000, 3000))
     assert parsed.warnings
+
+
+def test_incremental_sitemap_reading_matches_the_full_tree(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading a sitemap as it is parsed (each <url> dropped once read) keeps what a full tree walk keeps:
+    duplicates, nested and wrapped <url>s, same-day ties past the cap, the index's first children."""
+    rows = []
+    for i in range(MAX_ENTRIES + 400):
+        day = f"2025-{1 + i % 12:02d}-{1 + i % 3:02d}"
+        rows.append(f"<url><loc>https://www.ville.example/a/{i % 1300}</loc><lastmod>{day}</lastmod></url>")
+        if i % 97 == 0:
+            rows.append(f"<url><loc>https://www.ville.example/b/{i}</loc><url><loc>https://www.ville.example/c/{i}"
+                        f"</loc><lastmod>2025-12-31</lastmod></url></url><divers><url><loc>/d/{i}</loc></url></divers>")
+    urlset = f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{"".join(rows)}</urlset>'.encode()
+    locs = "".join(f"<sitemap><loc>https://www.ville.example/s{i % 1100}.xml</loc></sitemap>" for i in range(1500))
+    index = f"<sitemapindex><loc>https://www.ville.example/a.xml<loc>/b.xml</loc></loc>{locs}</sitemapindex>".encode()
+    url = "https://www.ville.example/sitemap.xml"
+    streamed = [parse_sitemap("ville", doc, url) for doc in (urlset, index)]
+
+    class Unreadable(parse._Pull):
+        def __iter__(self):
+            raise etree.XMLSyntaxError("forced", 0, 0, 0)
+
+    monkeypatch.setattr(parse, "_Pull", Unreadable)  # the full parse and tree walk the fallback uses
+    assert [parse_sitemap("ville", doc, url) for doc in (urlset, index)] == streamed
+    assert len(streamed[0].entries) == MAX_ENTRIES and len(streamed[1].children) == 1000
+    assert streamed[0].warnings and streamed[1].warnings
+
+
+def test_big_sitemap_ties_keep_the_earlier_entries() -> None:
+    urls = "".join(f"<url><loc>https://www.ville.example/a/{i}</loc><lastmod>2025-01-0{1 + i % 2}</lastmod></url>"
+                   for i in range(1500))
+    parsed = parse_sitemap("ville", f"<urlset>{urls}</urlset>".encode(), "https://www.ville.example/sitemap.xml")
+    kept = [int(e.url.rsplit("/", 1)[1]) for e in parsed.entries]
+    assert kept == sorted(set(range(1, 1500, 2)) | set(range(0, 500, 2)))  # 750 newest, then the first 250 others
 
 
 def test_sitemap_refuses_entities(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-import sqlite_utils
 
 from ..errors import StoreError
 from .articles import ArticlesMixin
@@ -51,10 +50,17 @@ class Store(ArticlesMixin, TopicsMixin, MembersMixin, DigestsMixin, ArchiveMixin
 
     def __init__(self, conn: sqlite3.Connection, path: str, readonly: bool) -> None:
         self.conn = conn
-        self.db = sqlite_utils.Database(conn)
         self.path = path
         self.readonly = readonly
         self._lock = threading.RLock()
+
+    @property
+    def db(self):
+        """A sqlite-utils `Database` on the same connection, for scripts and notebooks
+        (`store.db["articles"].rows_where(...)`); veille's own code goes through the methods below."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn)
 
     @classmethod
     def open(cls, path: str | Path, readonly: bool = False, migrate: bool = True) -> "Store":
