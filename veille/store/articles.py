@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Iterable
 
 from .. import dedupe
-from .clusters import ClusterIndex
 from ..types import Article, Entry, Source
 
 if TYPE_CHECKING:
     from . import Store
+    from .clusters import ClusterIndex
 
 
 @dataclass(frozen=True)
@@ -317,10 +317,12 @@ class ArticlesMixin:
         self.conn.executemany("INSERT OR IGNORE INTO article_urls (url, article_id) VALUES (?, ?)",
                               [(u, article_id) for u in urls if u])
 
-    def _clusters(self: "Store") -> ClusterIndex:
+    def _clusters(self: "Store") -> "ClusterIndex":
         """The SimHash index (`_save_source_batch` refreshes it once per transaction)."""
         index = getattr(self, "_cluster_index", None)
         if index is None:
+            from .clusters import ClusterIndex  # numpy: imported only by passes that store articles
+
             index = self._cluster_index = ClusterIndex()
             index.refresh(self.conn)
         return index
