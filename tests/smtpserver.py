@@ -4,12 +4,17 @@
 with envelope and parsed message). Scripting (`srv.script`): defer the first N transactions with 451,
 reject recipients with 550, drop the connection at the k-th MAIL/RCPT/DATA, or call a hook there (the
 kill tests SIGKILL the sending process from it). Never listens anywhere but loopback.
+
+TLS (`tls_context=` STARTTLS, required before anything else; `ssl_context=` implicit TLS from the first byte)
+with `credentials=` requires AUTH over TLS. Each `Received` notes the TLS version and login in force at its
+MAIL FROM, and `srv.logins` lists every AUTH attempt, so tests can check that nothing travelled in the clear.
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
+import ssl
 import threading
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -24,6 +29,10 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    tls: str | None = None
+    """TLS version of the connection at MAIL FROM ('TLSv1.3'...); None: plain text."""
+    login: str | None = None
+    """User authenticated at MAIL FROM; None: no AUTH."""
 
     @property
     def message(self) -> EmailMessage:
@@ -32,6 +41,23 @@ class Received:
     @property
     def message_id(self) -> str:
         return str(self.message["Message-ID"])
+
+
+@dataclass(frozen=True)
+class Login:
+    """One AUTH attempt as the server saw it."""
+
+    user: str
+    accepted: bool
+    tls: str | None
+    """TLS version of the connection during AUTH; None: the password travelled in plain text."""
+
+
+def _tls_version(server) -> str | None:
+    """TLS version of an aiosmtpd connection (STARTTLS or implicit), None when it is plain text."""
+    transport = server.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    return ssl_object.version() if ssl_object is not None else None
 
 
 @dataclass
@@ -76,6 +102,8 @@ class _Handler:
             return "421 4.3.0 dropped"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
+        envelope.veille_tls = _tls_version(server)
+        envelope.veille_login = getattr(session, "veille_login", None)
         return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -101,7 +129,9 @@ class _Handler:
         if any(r.lower() in {x.lower() for x in script.reject_data} for r in envelope.rcpt_tos):
             return "554 5.7.1 Message rejected as spam"
         with self.owner.lock:
-            self.owner.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+            self.owner.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content,
+                                                getattr(envelope, "veille_tls", None),
+                                                getattr(envelope, "veille_login", None)))
         if script.hook_at == ("DATA", n) and script.hook:
             script.hook()
         return "250 2.0.0 Message accepted"
@@ -121,22 +151,42 @@ class _LoopbackController(Controller):
 
 
 class SmtpServer:
-    """`credentials=(user, password)` requires AUTH (PLAIN/LOGIN, allowed without TLS on loopback)."""
+    """`credentials=(user, password)` requires AUTH (PLAIN/LOGIN, allowed without TLS on loopback).
 
-    def __init__(self, script: Script | None = None, credentials: tuple[str, str] | None = None) -> None:
+    `tls_context=` (a server-side SSLContext) offers STARTTLS and requires it before MAIL and AUTH;
+    `ssl_context=` speaks TLS from the first byte (SMTPS). With either, AUTH is accepted only over TLS.
+    """
+
+    def __init__(self, script: Script | None = None, credentials: tuple[str, str] | None = None, *,
+                 tls_context: ssl.SSLContext | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
+        if tls_context is not None and ssl_context is not None:
+            raise ValueError("STARTTLS (tls_context) or implicit TLS (ssl_context), not both")
         self.script = script or Script()
         self.messages: list[Received] = []
+        self.logins: list[Login] = []
         self.counts: dict[str, int] = {}
         self.lock = threading.Lock()
-        auth = {}
+        self.tls_mode = "starttls" if tls_context is not None else "ssl" if ssl_context is not None else "none"
+        auth: dict = {}
         if credentials:
             def authenticator(server, session, envelope, mechanism, data):
                 ok = isinstance(data, LoginPassword) and (data.login.decode(), data.password.decode()) == credentials
+                tls = _tls_version(server)
+                user = data.login.decode(errors="replace") if isinstance(data, LoginPassword) else ""
+                with self.lock:
+                    self.logins.append(Login(user, ok, tls))
+                if ok:
+                    session.veille_login = user
                 return AuthResult(success=ok, handled=False)
 
-            auth = {"authenticator": authenticator, "auth_required": True, "auth_require_tls": False}
+            # aiosmtpd 1.4 only knows TLS it negotiated itself (STARTTLS): under implicit TLS its own check
+            # would refuse AUTH (aio-libs/aiosmtpd#281), so there the whole connection is TLS and it is off.
+            auth = {"authenticator": authenticator, "auth_required": True,
+                    "auth_require_tls": tls_context is not None}
+        if tls_context is not None:
+            auth.update(tls_context=tls_context, require_starttls=True)
         self._controller = _LoopbackController(_Handler(self), hostname="127.0.0.1", port=0,
-                                               data_size_limit=10_000_000, **auth)
+                                               data_size_limit=10_000_000, ssl_context=ssl_context, **auth)
 
     @property
     def host(self) -> str:
@@ -148,7 +198,7 @@ class SmtpServer:
 
     def env(self) -> dict[str, str]:
         """VEILLE_* variables pointing a veille process at this server."""
-        return {"VEILLE_SMTP_HOST": self.host, "VEILLE_SMTP_PORT": str(self.port), "VEILLE_SMTP_TLS": "none"}
+        return {"VEILLE_SMTP_HOST": self.host, "VEILLE_SMTP_PORT": str(self.port), "VEILLE_SMTP_TLS": self.tls_mode}
 
     def by_recipient(self) -> dict[str, list[Received]]:
         out: dict[str, list[Received]] = {}
@@ -172,7 +222,7 @@ class SmtpServer:
         self.stop()
 
 
-__all__ = ["SmtpServer", "Script", "Received"]
+__all__ = ["SmtpServer", "Script", "Received", "Login"]
 
 
 def _serve_until_stdin_closes() -> None:

@@ -427,6 +427,12 @@ class SmtpSession:
             raise _SenderRefused(f"the SMTP server {self.where} refused the login {s.smtp_user!r}: "
                                  f"{_reply(e.smtp_code, e.smtp_error)}; check VEILLE_SMTP_USER and "
                                  "VEILLE_SMTP_PASSWORD", e.smtp_code) from e
+        except ssl.SSLCertVerificationError as e:  # before OSError: its generic hint points at the wrong settings
+            why = (e.verify_message or str(e)).rstrip(".")
+            raise _Unreachable(f"the SMTP server {self.where} presented a TLS certificate that is not trusted "
+                               f"(certificate verify failed: {why}); VEILLE_SMTP_HOST must be a name the "
+                               "certificate lists, and a certificate from a private CA needs SSL_CERT_FILE "
+                               "pointing at that CA's PEM file") from e
         except (OSError, smtplib.SMTPException) as e:
             raise _Unreachable(f"cannot talk to the SMTP server {self.where}: {e or type(e).__name__}; check "
                              "VEILLE_SMTP_HOST, VEILLE_SMTP_PORT and VEILLE_SMTP_TLS") from e
