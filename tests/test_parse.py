@@ -487,11 +487,10 @@ def test_incremental_sitemap_reading_matches_the_full_tree(monkeypatch: pytest.M
     url = "https://www.ville.example/sitemap.xml"
     streamed = [parse_sitemap("ville", doc, url) for doc in (urlset, index)]
 
-    class Unreadable(parse._Pull):
-        def __iter__(self):
-            raise etree.XMLSyntaxError("forced", 0, 0, 0)
+    def unreadable(content: bytes, url: str):
+        raise etree.XMLSyntaxError("forced", 0, 0, 0)
 
-    monkeypatch.setattr(parse, "_Pull", Unreadable)  # the full parse and tree walk the fallback uses
+    monkeypatch.setattr(parse, "_pull_sitemap", unreadable)  # the full parse and tree walk the fallback uses
     assert [parse_sitemap("ville", doc, url) for doc in (urlset, index)] == streamed
     assert len(streamed[0].entries) == MAX_ENTRIES and len(streamed[1].children) == 1000
     assert streamed[0].warnings and streamed[1].warnings

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_tz
 from html.entities import name2codepoint
-from typing import Iterable, Iterator, Literal
+from typing import Iterable, Iterator, Literal, NamedTuple
 from urllib.parse import urljoin, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -520,37 +520,18 @@ _XML_PARSER = etree.XMLParser(**_XML_OPTIONS)
 _PULL_CHUNK = 64 * 1024
 
 
-class _Pull:
-    """A document parsed a chunk at a time with the hardened settings, read as (event, element) pairs.
+def _pull(parser: etree.XMLPullParser, data: bytes) -> Iterator[etree._Element | None]:
+    """Feed `data` to `parser` a chunk at a time: None after each chunk, then the root once it is complete.
 
-    The reader clears what it has used (and deletes previous siblings) as it goes, so 10 MB made of
-    100,000 tiny elements never becomes a 100 MB tree that glibc then keeps. Syntax errors are raised,
-    but lxml's feed parser words them unreliably (a later or stale message), so readers re-parse a
-    malformed document with `_XML_PARSER`: the verdict and message stay libxml2's own.
+    Between chunks the caller reads and drops what the parser has built, so 10 MB made of 100,000 tiny
+    elements never becomes a 100 MB tree that glibc then keeps. Syntax errors are raised, but lxml's feed
+    parser words them unreliably (a later or stale message), so callers re-parse a malformed document
+    with `_XML_PARSER`: the verdict and its message stay libxml2's own.
     """
-
-    def __init__(self, data: bytes, url: str, events: tuple[str, ...], tag: list[str] | None = None) -> None:
-        self._data = data
-        self._parser = etree.XMLPullParser(events, tag=tag, base_url=url, **_XML_OPTIONS)
-        self.root: etree._Element | None = None
-        """Set once the whole document has been read."""
-
-    def __iter__(self) -> Iterator[tuple[str, etree._Element]]:
-        parser, data = self._parser, self._data
-        for start in range(0, len(data), _PULL_CHUNK):
-            parser.feed(data[start:start + _PULL_CHUNK])
-            yield from parser.read_events()
-        self.root = parser.close()
-        yield from parser.read_events()
-
-
-def _drop_read(el: etree._Element) -> None:
-    """Free an element the reader is done with, and its earlier siblings (the safe iterparse idiom)."""
-    el.clear()
-    parent = el.getparent()
-    if parent is not None:
-        while el.getprevious() is not None:
-            del parent[0]
+    for start in range(0, len(data), _PULL_CHUNK):
+        parser.feed(data[start:start + _PULL_CHUNK])
+        yield None
+    yield parser.close()
 
 
 _DATE_KEYS = {  # local name -> which of feedparser's three date slots it fills
@@ -697,7 +678,7 @@ def _feed_tree(data: bytes, url: str) -> tuple[etree._Element, dict[str, int]]:
     """The feed's tree, without the entries past MAX_ENTRIES that `_fast_feed` would only count.
 
     Returns the tree and, per entry tag, how many entries were dropped. A syntax error is always
-    `_XML_PARSER`'s (see `_Pull`), so the entity repair and the fallback decide exactly as before.
+    `_XML_PARSER`'s (see `_pull`), so the entity repair and the fallback decide exactly as before.
     """
     try:
         return _capped_feed_tree(data, url)
@@ -712,37 +693,38 @@ def _capped_feed_tree(data: bytes, url: str) -> tuple[etree._Element, dict[str, 
     Atom: the root's item/entry children), so the entries it reads and the tree around them are the ones
     a full parse gives; the whole document is still parsed, so a malformed tail still falls back.
     """
-    pull = _Pull(data, url, ("end",), tag=["item", *_RDF_ITEMS, _ATOM_ENTRY])
-    root = channel = None
+    parser = etree.XMLPullParser(("end",), tag=["item", *_RDF_ITEMS, _ATOM_ENTRY], base_url=url, **_XML_OPTIONS)
+    root = channel = document = None
     counted: dict[str, int] = {}
     dropped: dict[str, int] = {}
     emptied: etree._Element | None = None
-    for _, el in pull:
-        parent = el.getparent()
-        if root is None:
-            root = el.getroottree().getroot()
-        if root.tag == "rss":
-            if channel is None and parent is not None and parent.tag == "channel" and parent.getparent() is root:
-                channel = root.find("channel")  # the first one: the one `_fast_feed` reads
-            candidate = el.tag == "item" and channel is not None and parent is channel
-        elif root.tag == f"{{{NS_RDF}}}RDF":
-            candidate = el.tag in _RDF_ITEMS and parent is root
-        else:
-            candidate = root.tag == f"{{{NS_ATOM}}}feed" and el.tag == _ATOM_ENTRY and parent is root
-        if not candidate:
-            continue
-        counted[el.tag] = counted.get(el.tag, 0) + 1
-        if counted[el.tag] <= MAX_ENTRIES:
-            continue
-        dropped[el.tag] = dropped.get(el.tag, 0) + 1
-        el.clear()
-        if emptied is not None:  # an earlier sibling; the element just ended stays until the parser is done
-            parent.remove(emptied)
-        emptied = el
+    for document in _pull(parser, data):
+        for _, el in parser.read_events():
+            parent = el.getparent()
+            if root is None:
+                root = el.getroottree().getroot()
+            if root.tag == "rss":
+                if channel is None and parent is not None and parent.tag == "channel" and parent.getparent() is root:
+                    channel = root.find("channel")  # the first one: the one `_fast_feed` reads
+                candidate = el.tag == "item" and channel is not None and parent is channel
+            elif root.tag == f"{{{NS_RDF}}}RDF":
+                candidate = el.tag in _RDF_ITEMS and parent is root
+            else:
+                candidate = root.tag == f"{{{NS_ATOM}}}feed" and el.tag == _ATOM_ENTRY and parent is root
+            if not candidate:
+                continue
+            counted[el.tag] = counted.get(el.tag, 0) + 1
+            if counted[el.tag] <= MAX_ENTRIES:
+                continue
+            dropped[el.tag] = dropped.get(el.tag, 0) + 1
+            el.clear()
+            if emptied is not None:  # the previous one: the element just ended may still be the parser's last
+                parent.remove(emptied)
+            emptied = el
     if emptied is not None:
         emptied.getparent().remove(emptied)
-    assert pull.root is not None
-    return pull.root, dropped
+    assert document is not None
+    return document, dropped
 
 
 def _cap_warning(count: int) -> list[str]:
@@ -1138,9 +1120,9 @@ def parse_sitemap(source_id: str, content: bytes, url: str) -> Parsed:
         raise ParseError(source_id, url, "refused: the sitemap declares XML entities",
                          "a genuine sitemap never does; check that the URL is right and the site not compromised")
     try:
-        return _read_sitemap(source_id, url, _Pull(content, url, ("start", "end")))
+        return _read_sitemap(source_id, url, _pull_sitemap(content, url))
     except etree.XMLSyntaxError:
-        pass  # malformed: the full parse below words the error as libxml2 does (see `_Pull`)
+        pass  # malformed: the full parse below words the error as libxml2 does (see `_pull`)
     try:
         root = etree.fromstring(content, _XML_PARSER, base_url=url)
     except etree.XMLSyntaxError as e:
@@ -1150,35 +1132,35 @@ def parse_sitemap(source_id: str, content: bytes, url: str) -> Parsed:
                              "check the URL (sites list their sitemaps in /robots.txt)") from e
         raise ParseError(source_id, url, f"not a sitemap: malformed XML ({e})",
                          "open the URL in a browser; the file may be truncated") from e
-    return _read_sitemap(source_id, url, etree.iterwalk(root, events=("start", "end")))
+    return _read_sitemap(source_id, url, _walk_sitemap(root))
 
 
-def _read_sitemap(source_id: str, url: str, events: Iterable[tuple[str, etree._Element]]) -> Parsed:
-    """A sitemap from the start/end events of its parse, each <url> (or index <loc>) dropped once read.
+_SITEMAP_UNITS = {"urlset": "url", "sitemapindex": "loc"}
+"""What a sitemap is read by: each <url> of a urlset, each <loc> of an index."""
 
-    Same result as walking the full tree: units are read in document order, duplicates and links that
-    are not http(s) do not count, and past MAX_ENTRIES the newest entries are kept (ties: the earlier),
-    in document order. A bounded heap holds them, so memory does not grow with the sitemap.
+
+def _read_sitemap(source_id: str, url: str, nodes: Iterator[etree._Element]) -> Parsed:
+    """A sitemap from its root then its units (`_SITEMAP_UNITS`) in document order.
+
+    Same result as walking the full tree: duplicates and links that are not http(s) do not count, and
+    past MAX_ENTRIES the newest entries are kept (ties: the earlier), in document order. A bounded heap
+    holds them: beyond the cap, a URL costs only its place in the de-duplication set.
     """
-    stream = iter(events)
-    _, root = next(stream)
+    root = next(nodes)
     name = _local(root.tag)[1] if isinstance(root.tag, str) else ""
     if name == "sitemapindex":
         children: list[str] = []
         seen: set[str] = set()
-        for unit in _outermost(stream, "loc"):
-            for loc in unit.iter("{*}loc"):
-                child = absolute_url((loc.text or "").strip(), url)
-                if child and child not in seen:
-                    seen.add(child)
-                    if len(children) < MAX_CHILDREN:
-                        children.append(child)
+        for loc in nodes:
+            child = absolute_url((loc.text or "").strip(), url)
+            if child and child not in seen:
+                seen.add(child)
+                if len(children) < MAX_CHILDREN:
+                    children.append(child)
         warnings = [f"only the first {MAX_CHILDREN} of {len(seen)} child sitemaps are followed"] \
             if len(seen) > MAX_CHILDREN else []
         return Parsed(None, (), tuple(children), tuple(warnings), None)
     if name != "urlset":
-        for _ in _outermost(stream, ""):
-            pass  # a syntax error further on is the verdict, as with a full parse
         if name.lower() == "html":
             raise ParseError(source_id, url, "not a sitemap: the server sent an HTML page",
                              "check the URL (sites list their sitemaps in /robots.txt)")
@@ -1186,52 +1168,92 @@ def _read_sitemap(source_id: str, url: str, events: Iterable[tuple[str, etree._E
             raise ParseError(source_id, url, "not a sitemap: this is a feed", "set `type: feed` for this source")
         raise ParseError(source_id, url, f"not a sitemap: the root element is <{name}>",
                          "a sitemap starts with <urlset> or <sitemapindex>")
-    newest: list[tuple[datetime, int, Entry]] = []  # min-heap of (date, -position, entry): the oldest on top
+    newest: list[tuple[datetime, int, _SitemapUrl]] = []  # min-heap of (date, -position, url): the oldest on top
     seen = set()
     count = 0
-    for unit in _outermost(stream, "url"):
-        for node in unit.iter("{*}url"):
-            entry = _sitemap_entry(source_id, node, url)
-            if entry is None or entry.url in seen:
-                continue
-            seen.add(entry.url)
-            item = (entry.published or _EPOCH, -count, entry)
-            count += 1
-            if len(newest) < MAX_ENTRIES:
-                heapq.heappush(newest, item)
-            else:
-                heapq.heappushpop(newest, item)
+    for node in nodes:
+        found = _sitemap_url(node, url)
+        if found is None or found.url in seen:
+            continue
+        seen.add(found.url)
+        item = (found.published or _EPOCH, -count, found)
+        count += 1
+        if len(newest) < MAX_ENTRIES:
+            heapq.heappush(newest, item)
+        else:
+            heapq.heappushpop(newest, item)
     # Sitemaps often list the oldest pages first: keep the newest, in document order.
-    entries = [entry for _, _, entry in sorted(newest, key=lambda item: -item[1])]
+    entries = [found.entry(source_id) for _, _, found in sorted(newest, key=lambda item: -item[1])]
     return Parsed(None, tuple(entries), (), tuple(_cap_warning(count)), _newest(entries))
 
 
-def _outermost(events: Iterator[tuple[str, etree._Element]], name: str) -> Iterator[etree._Element]:
-    """Each complete element with local name `name` (any namespace) not inside another one, in document order.
+def _walk_sitemap(root: etree._Element) -> Iterator[etree._Element]:
+    """`_read_sitemap`'s nodes from a complete tree."""
+    yield root
+    unit = _SITEMAP_UNITS.get(_local(root.tag)[1] if isinstance(root.tag, str) else "")
+    if unit:
+        yield from root.iter(f"{{*}}{unit}")
 
-    Its subtree holds every `name` element it contains, so `unit.iter()` gives the order of a full tree.
-    Once the caller is done with it, it is cleared, and so is every other element outside such units.
+
+def _pull_sitemap(content: bytes, url: str) -> Iterator[etree._Element]:
+    """`_read_sitemap`'s nodes while the sitemap is parsed, each finished part dropped once read.
+
+    Another root is yielded only once the document is complete: a syntax error comes first, as with a
+    full parse.
     """
-    depth = 0
-    in_namespace = f"}}{name}"
-    for event, el in events:
-        tag = el.tag
-        unit = tag == name or (type(tag) is str and tag.endswith(in_namespace))
-        if event == "start":
-            depth += unit
-            continue
-        if unit:
-            depth -= 1
-            if not depth:
-                yield el
-        if not depth:
-            _drop_read(el)
+    roots = [f"{{*}}{root_name}" for root_name in _SITEMAP_UNITS]
+    parser = etree.XMLPullParser(("start",), tag=roots, base_url=url, **_XML_OPTIONS)
+    root = unit = None
+    for document in _pull(parser, content):
+        for _, el in parser.read_events():
+            if unit is None and el.getparent() is None:
+                root, unit = el, _SITEMAP_UNITS[_local(el.tag)[1]]
+                yield root
+        if root is not None and unit is not None:
+            yield from _finished_units(root, unit, final=document is not None)
+        elif document is not None:
+            yield document
+
+
+def _finished_units(root: etree._Element, unit: str, final: bool) -> Iterator[etree._Element]:
+    """The `unit` elements in what the parser has finished under `root`, in document order; each finished
+    part is deleted once read.
+
+    Along the path of open elements from the root, every child but the last is finished (the parser has
+    moved past it); the last one is looked into, unless it is a unit, read whole once finished. A part
+    read here leaves nothing behind, so `part.iter()` later yields exactly what a full tree walk would.
+    """
+    node = root
+    while True:
+        finished = len(node) if final else len(node) - 1
+        if finished > 0:
+            for part in node[:finished]:
+                yield from part.iter(f"{{*}}{unit}")
+            del node[:finished]
+        if final or not len(node):
+            return
+        node = node[0]
+        if not isinstance(node.tag, str) or _local(node.tag)[1] == unit:
+            return
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _sitemap_entry(source_id: str, node: etree._Element, base: str) -> Entry | None:
+class _SitemapUrl(NamedTuple):
+    """One <url> of a sitemap, before it becomes an Entry: only the ones kept ever do."""
+
+    url: str
+    published: datetime | None
+    title: str | None
+    lang: str | None
+
+    def entry(self, source_id: str) -> Entry:
+        return Entry(source_id=source_id, url=self.url, title=clean_text(self.title, multiline=False),
+                     published=self.published, lang=language_tag(self.lang))
+
+
+def _sitemap_url(node: etree._Element, base: str) -> _SitemapUrl | None:
     loc = lastmod = title = news_date = lang = None
     for el in node.iter():
         tag = el.tag
@@ -1252,8 +1274,7 @@ def _sitemap_entry(source_id: str, node: etree._Element, base: str) -> Entry | N
     url = absolute_url((loc or "").strip(), base)
     if url is None:
         return None
-    return Entry(source_id=source_id, url=url, title=clean_text(title, multiline=False),
-                 published=parse_date(news_date) or parse_date(lastmod), lang=language_tag(lang))
+    return _SitemapUrl(url, parse_date(news_date) or parse_date(lastmod), title, lang)
 
 
 def _text_sitemap(source_id: str, content: bytes, url: str) -> Parsed:
