@@ -10,6 +10,8 @@ import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from veille import dedupe
 from veille.store import Store, iso
 from veille.store.articles import FetchLog
@@ -141,3 +143,19 @@ def build(path: Path) -> dict[str, int]:
         return ids
     finally:
         store.close()
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    """The invented archive, built once per test module."""
+    path = tmp_path_factory.mktemp("archive") / "veille.db"
+    build(path)
+    return path
+
+
+@pytest.fixture
+def ro(archive: Path):
+    """The archive opened read-only, as analysts' commands open it."""
+    store = Store.open(archive, readonly=True)
+    yield store
+    store.close()

@@ -22,18 +22,7 @@ from veille.store.archive import EXPORT_COLUMNS
 from . import archive_data
 
 
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("export") / "veille.db"
-    archive_data.build(path)
-    return path
-
-
-@pytest.fixture
-def ro(archive: Path):
-    store = Store.open(archive, readonly=True)
-    yield store
-    store.close()
+from .archive_data import archive, ro  # noqa: F401  (fixtures)
 
 
 def _read_csv(path: Path, **kwargs) -> list[dict[str, str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 import struct
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -31,18 +30,7 @@ def paris_week(moment: datetime) -> str:
     return f"{year}-W{week:02d}"
 
 
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("trends") / "veille.db"
-    archive_data.build(path)
-    return path
-
-
-@pytest.fixture
-def ro(archive: Path):
-    store = Store.open(archive, readonly=True)
-    yield store
-    store.close()
+from .archive_data import archive, ro  # noqa: F401  (fixtures)
 
 
 # -- the Europe/Paris week arithmetic in SQL -------------------------------------------------------

@@ -73,21 +73,27 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
+def read_text_file(path: str | Path, utf8_hint: str = "save the file as UTF-8") -> str:
+    """A staff-edited file as text; a missing or non-UTF-8 file is a `ConfigError` naming the line."""
+    path = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError as e:
+        raise ConfigError(path, None, None, "file not found", "create it or pass another path") from e
+    except OSError as e:
+        raise ConfigError(path, None, None, f"cannot read the file: {e.strerror}") from e
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(path, line, None, "not valid UTF-8", utf8_hint) from e
+
+
 def load_yaml(path: str | Path, text: str | None = None) -> Any:
     """Parse a YAML file into `Mapping`/`Sequence` objects carrying line numbers."""
     path = str(path)
     if text is None:
-        try:
-            raw = Path(path).read_bytes()
-        except FileNotFoundError as e:
-            raise ConfigError(path, None, None, "file not found", "create it or pass another path") from e
-        except OSError as e:
-            raise ConfigError(path, None, None, f"cannot read the file: {e.strerror}") from e
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as e:
-            line = raw[: e.start].count(b"\n") + 1
-            raise ConfigError(path, line, None, "not valid UTF-8", "save the file as UTF-8") from e
+        text = read_text_file(path)
     loader = _Loader(text)
     loader.path = path
     try:

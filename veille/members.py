@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
+from .config import read_text_file
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -97,16 +98,7 @@ def import_csv(store: "Store", path: str | Path, text: str | None = None,
     """
     spath = str(path)
     if text is None:
-        try:
-            raw = Path(path).read_bytes()
-        except OSError as e:
-            raise ConfigError(spath, None, None, f"cannot read the file: {e.strerror}") from e
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as e:
-            line = raw[: e.start].count(b"\n") + 1
-            raise ConfigError(spath, line, None, "not valid UTF-8",
-                              "save the file as 'CSV UTF-8' (in Excel: Save as > CSV UTF-8)") from e
+        text = read_text_file(path, "save the file as 'CSV UTF-8' (in Excel: Save as > CSV UTF-8)")
     text = text.lstrip("\ufeff")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
