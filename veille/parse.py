@@ -657,16 +657,7 @@ def _fast_feed(source_id: str, data: bytes, url: str, warnings: list[str]) -> Pa
         feed_title = title_text(_inner(title_el)) if title_el is not None else ""
     feed_lang = _feed_language(root, channel, ns)
     warnings.extend(_cap_warning(len(items) + dropped.get(entry_tag, 0)))
-    entries: list[Entry] = []
-    skipped = 0
-    for item in items[:MAX_ENTRIES]:
-        entry = to_entry(source_id, item, ns, feed_lang)
-        if entry is None:
-            skipped += 1
-        else:
-            entries.append(entry)
-    if skipped:
-        warnings.append(f"{skipped} entr{'y' if skipped == 1 else 'ies'} without an http(s) link skipped")
+    entries = _kept_entries((to_entry(source_id, item, ns, feed_lang) for item in items[:MAX_ENTRIES]), warnings)
     return Parsed(feed_title or None, tuple(entries), (), tuple(warnings), _newest(entries))
 
 
@@ -725,6 +716,20 @@ def _capped_feed_tree(data: bytes, url: str) -> tuple[etree._Element, dict[str, 
         emptied.getparent().remove(emptied)
     assert document is not None
     return document, dropped
+
+
+def _kept_entries(candidates: Iterable[Entry | None], warnings: list[str]) -> list[Entry]:
+    """The entries both feed paths keep: those with an http(s) link; the others are counted in a warning."""
+    entries: list[Entry] = []
+    skipped = 0
+    for entry in candidates:
+        if entry is None:
+            skipped += 1
+        else:
+            entries.append(entry)
+    if skipped:
+        warnings.append(f"{skipped} entr{'y' if skipped == 1 else 'ies'} without an http(s) link skipped")
+    return entries
 
 
 def _cap_warning(count: int) -> list[str]:
@@ -973,16 +978,8 @@ def _feedparser_feed(source_id: str, data: bytes, url: str, warnings: list[str])
     feed = result.get("feed") or {}
     feed_lang = language_tag(dict.get(feed, "language"))
     warnings.extend(_cap_warning(len(entries_raw)))
-    entries: list[Entry] = []
-    skipped = 0
-    for raw in entries_raw[:MAX_ENTRIES]:
-        entry = _from_feedparser(source_id, raw, url, feed_lang)
-        if entry is None:
-            skipped += 1
-        else:
-            entries.append(entry)
-    if skipped:
-        warnings.append(f"{skipped} entr{'y' if skipped == 1 else 'ies'} without an http(s) link skipped")
+    entries = _kept_entries((_from_feedparser(source_id, raw, url, feed_lang) for raw in entries_raw[:MAX_ENTRIES]),
+                            warnings)
     title = dict.get(feed, "title")
     detail = dict.get(feed, "title_detail") or {}
     feed_title = title_text(title, detail.get("type") in _HTML_TYPES) if title else ""
