@@ -5,13 +5,28 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, timezone
+from pathlib import Path
 
 import pytest
 
 from veille.digest import (
-    build_digest, clean_text, cut_on_word, digest_view, effective_policy, french_date, french_range, iso_week,
-    licence_allows_reuse, member_digest, previous_week, resolve_week, safe_url, split_sentences, summarize,
-    week_bounds, write_digest,
+    build_digest,
+    clean_text,
+    cut_on_word,
+    digest_view,
+    effective_policy,
+    french_date,
+    french_range,
+    iso_week,
+    licence_allows_reuse,
+    member_digest,
+    previous_week,
+    resolve_week,
+    safe_url,
+    split_sentences,
+    summarize,
+    week_bounds,
+    write_digest,
 )
 from veille.types import Source
 
@@ -275,3 +290,17 @@ def test_hostile_feed_content_reaches_no_output(week, dsettings):
         text = (folder / name).read_text()
         for bad in ("<script", "javascript:", "onclick", "onerror", "pixel.gif", "<img", "\u202e", "\r"):
             assert bad not in text, (name, bad)
+
+
+def test_archive_pages_are_publishable_and_the_outbox_is_private(week, dsettings, tmp_path):
+    """index.html is meant for the web server (0644); the outbox holds addresses and unsubscribe tokens (0600)."""
+    import stat
+
+    from veille.mail import deliver_week
+
+    add_members(week)
+    report = deliver_week(week, WEEK, dsettings, SOURCES, send=False)
+    folder = Path(report.folder)
+    assert stat.S_IMODE((folder / "index.html").stat().st_mode) == 0o644
+    emails = list((folder / "outbox").glob("*.eml"))
+    assert emails and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in emails)

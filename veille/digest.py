@@ -785,11 +785,17 @@ def digest_to_json(digest: Digest) -> dict[str, Any]:
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, data: str | bytes, mode: int = 0o644) -> None:
+    """Replace `path` in one step, so a reader (a web server, a mail client) never sees half a file.
+
+    The archive pages are meant to be published (0644); the outbox holds members' addresses and
+    unsubscribe tokens, so mail writes it 0600.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -805,7 +811,7 @@ def write_digest(digest: Digest, out_dir: str | Path, *, trends_html: str | None
     folder.mkdir(parents=True, exist_ok=True)
     view = digest_view(digest, None)
     context = {"d": digest, "view": view, "trends_html": trends_html, "css": render("email.css")}
-    _write_atomic(folder / "index.html", render("archive.html", **context))
-    _write_atomic(folder / "digest.md", render("digest.md", **context))
-    _write_atomic(folder / "digest.json", json.dumps(digest_to_json(digest), ensure_ascii=False, indent=2) + "\n")
+    write_atomic(folder / "index.html", render("archive.html", **context))
+    write_atomic(folder / "digest.md", render("digest.md", **context))
+    write_atomic(folder / "digest.json", json.dumps(digest_to_json(digest), ensure_ascii=False, indent=2) + "\n")
     return folder

@@ -20,11 +20,9 @@ import binascii
 import email.policy
 import hashlib
 import html
-import os
 import re
 import smtplib
 import ssl
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -38,7 +36,17 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 from .config import Settings
 from .digest import (
-    PARIS, Digest, MemberDigest, build_digest, clean_text, member_digest, plural, render, safe_url, templates,
+    PARIS,
+    Digest,
+    MemberDigest,
+    build_digest,
+    clean_text,
+    member_digest,
+    plural,
+    render,
+    safe_url,
+    templates,
+    write_atomic,
     write_digest,
 )
 from .errors import ConfigError, MailError
@@ -560,17 +568,6 @@ def outbox_name(member: "Member") -> str:
     return re.sub(r"[^a-z0-9@._+-]", "_", member.email.lower()) + ".eml"
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def deliver_week(
     store: "Store", week: str, settings: Settings, sources: Sequence[Source], *, send: bool,
     member_email: str | None = None, retry_uncertain: bool = False, now: datetime | None = None,
@@ -642,7 +639,7 @@ def _write_outbox(store: "Store", week: str, settings: Settings, todo: list, tal
             rows.append((member.id, "empty", None, 0))
         else:
             msg = render_email(md, settings, now=now)
-            _write_bytes_atomic(path, message_bytes(msg))
+            write_atomic(path, message_bytes(msg), mode=0o600)
             tally.written.append(member.email)
             rows.append((member.id, "written", msg["Message-ID"], md.article_count))
         if len(rows) >= 200:
