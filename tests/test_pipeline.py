@@ -351,3 +351,35 @@ def test_a_large_backlog_is_drained_over_several_passes(http_server, tmp_path, w
     assert (second.status, second.new) == ("ok", 1)
     assert watch.store.cache_get(http_server.url("/feed.xml")) is not None
     assert watch.fetch().sources[0].status == "not_modified"
+
+
+def test_sources_check_probes_each_source_and_stores_nothing(http_server, tmp_path):
+    items = publish(http_server)
+    http_server.serve("/feed.xml", rss(items, title="Territoires Hebdo"), content_type="application/rss+xml")
+    http_server.serve("/missing.xml", b"", status=404)
+    sources = write_sources(tmp_path / "s.yaml", feed_entry("hebdo", http_server.url("/feed.xml")),
+                            feed_entry("absent", http_server.url("/missing.xml")))
+    base = ["--db", str(tmp_path / "v.db"), "--sources", str(sources), "--topics", str(tmp_path / "none.yaml")]
+    env = {"VEILLE_WORKERS": "1"}
+    result = CliRunner().invoke(main, [*base, "sources", "check", "--json"], env=env)
+    assert result.exit_code == 1, result.output
+    checks = {c["source_id"]: c for c in map(json.loads, result.output.splitlines())}
+    assert checks["hebdo"]["ok"] and checks["hebdo"]["title"] == "Territoires Hebdo"
+    assert checks["hebdo"]["entries"] == 4 and checks["hebdo"]["last_modified"].startswith("2026-11-20")
+    assert not checks["absent"]["ok"] and checks["absent"]["reason"] == "not_found" and checks["absent"]["hint"]
+    assert not (tmp_path / "v.db").exists() or Watch(db=tmp_path / "v.db", config=None).store.article_count() == 0
+    assert len(http_server.hits(f"/articles/{STORIES[0].slug}")) == 0
+    table = CliRunner().invoke(main, [*base, "sources", "check", "--source", "hebdo"], env=env)
+    assert table.exit_code == 0 and "1/1 sources answered" in table.output and "Territoires Hebdo" in table.output
+
+
+def test_sources_list_shows_each_source_state(http_server, tmp_path):
+    http_server.serve("/gone.xml", b"", status=410)
+    sources = write_sources(tmp_path / "s.yaml", feed_entry("parti", http_server.url("/gone.xml")))
+    base = ["--db", str(tmp_path / "v.db"), "--sources", str(sources), "--topics", str(tmp_path / "none.yaml")]
+    env = {"VEILLE_WORKERS": "1"}
+    before = CliRunner().invoke(main, [*base, "sources", "list", "--json"], env=env)
+    assert json.loads(before.output)["state"] == "new"
+    CliRunner().invoke(main, [*base, "fetch"], env=env)
+    after = json.loads(CliRunner().invoke(main, [*base, "sources", "list", "--json"], env=env).output)
+    assert after["state"].startswith("disabled: 410 Gone")
