@@ -23,13 +23,11 @@ printed. Concurrency 4 is the fastest on loopback: httpcore's pool costs ~1 ms o
 connections, ~2 ms at 16 and ~8 ms at 64. `--profile` adds a cProfile run of the cold pass split by
 pipeline stage. Run it on a quiet machine: the table prints the load average it started with.
 
-Measured on the 2-core development machine (load 0.3, 2026-11-25; 1,000 feeds x 20, default topics):
-    cold pass 50.4 s = 20 feeds/s (target >= 150)      warm pass 1.69 s (target <= 1.5)
-    full text, 2,000 pages of 46 KB: 30.8 s = 64.9 pages/s = 1.53x single-process extract_page
-    (42.4 pages/s); the extraction pool alone 1.72x; peak RSS 91 / 66 / 99 MB (target <= 200).
-The cold pass is bound by the main process, busy 100 % while the workers idle. Its time (cProfile):
-save_source_batch 58 % (of which _find_cluster 24 %, growing with the archive), tag_articles 19 %
-(Tagger.match 12 %), fetch 5 %, known_entries 2 %.
+Measured on the 2-core development machine (2026-11-25, 1,000 feeds x 20, default topics): cold pass
+18.2 s = 55 feeds/s (target >= 150), warm pass 1.29 s (target <= 1.5), peak RSS 97 / 52 / 92 MB (target
+<= 200); the extraction pool gave 1.72x single-process extract_page in one quiet run and 1.08x in the last
+(target >= 1.7x). Parsing, build_article (SimHash) and topic matching run in the workers; the main process
+fetches, writes one transaction per source (FTS5 and per-week triggers) and stores the tags.
 """
 
 from __future__ import annotations

@@ -600,11 +600,6 @@ class Daemon:
         self._stop_requested = True
         self._wake.set()
 
-    def request_reload(self) -> None:
-        """Re-read the configuration soon (what SIGHUP does)."""
-        self._reload_requested = True
-        self._wake.set()
-
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return

@@ -155,17 +155,6 @@ class ArticlesMixin:
         row = self.conn.execute("SELECT etag, last_modified FROM http_cache WHERE url = ?", (url,)).fetchone()
         return CacheEntry(row["etag"], row["last_modified"]) if row else None
 
-    def cache_get_many(self: "Store", urls: Iterable[str]) -> dict[str, CacheEntry]:
-        urls = list(urls)
-        out: dict[str, CacheEntry] = {}
-        for chunk in _chunks(urls):
-            marks = ",".join("?" * len(chunk))
-            for row in self.conn.execute(
-                f"SELECT url, etag, last_modified FROM http_cache WHERE url IN ({marks})", chunk
-            ):
-                out[row["url"]] = CacheEntry(row["etag"], row["last_modified"])
-        return out
-
     def _cache_put(self: "Store", url: str, etag: str | None, last_modified: str | None, at: datetime) -> None:
         from . import iso
 
