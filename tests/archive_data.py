@@ -7,6 +7,7 @@ FTS triggers and the views see what production sees. Topics are stored as the to
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -143,6 +144,34 @@ def build(path: Path) -> dict[str, int]:
         return ids
     finally:
         store.close()
+
+
+def build_old(path: Path, version: int) -> dict[str, int]:
+    """The same archive as a database whose schema stopped at migration `version`: what an older veille
+    left behind. Built at the current schema, then its rows copied (shared columns) into a database
+    migrated only that far, whose own triggers of the time fire on the way in."""
+    from veille.store.schema import MIGRATIONS
+
+    full = path.with_name(path.name + ".full")
+    ids = build(full)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for number, _name, sql in MIGRATIONS[:version]:
+            conn.executescript(sql)
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute("ATTACH DATABASE ? AS full", (str(full),))
+        conn.execute("BEGIN")
+        for (table,) in conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'table' "
+                                     "AND sql NOT LIKE 'CREATE VIRTUAL%' AND name NOT LIKE '%fts%' "
+                                     "AND name NOT LIKE 'sqlite_%' AND name NOT IN ('topic_article_weeks') ORDER BY rootpage").fetchall():
+            columns = ", ".join(r[1] for r in conn.execute(f"PRAGMA main.table_info({table})"))
+            conn.execute(f"INSERT OR IGNORE INTO main.{table} ({columns}) SELECT {columns} FROM full.{table}")
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    for leftover in path.parent.glob(full.name + "*"):
+        leftover.unlink()
+    return ids
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -164,13 +165,13 @@ def test_a_rolled_back_batch_leaves_no_trace_in_the_cluster_index(store) -> None
     store.sync_sources([Source(id="agence", name="Agence", type="feed", url="https://agence.example/rss")])
     entry = Entry(source_id="agence", url="https://agence.example/cyber-1", title="cyber-1",
                   content=DISPATCHES["cyber-1"]["text"], published=FETCHED)
-    orphan = build_article(Entry(**{**entry.__dict__, "source_id": "inconnue", "url": "https://x.example/a"}),
+    orphan = build_article(replace(entry, source_id="inconnue", url="https://x.example/a"),
                            None, FETCHED)
     log = FetchLog(source_id="agence", url="https://agence.example/rss", started_at=FETCHED, duration_ms=1)
     with pytest.raises(sqlite3.IntegrityError):  # unknown source: the foreign key fails after the first insert
         store.save_source_batch("agence", [build_article(entry, None, FETCHED), orphan], log, [])
     assert store.article_count() == 0 and store._cluster_index is None
-    copy = build_article(Entry(**{**entry.__dict__, "url": "https://agence.example/copie"}), None, FETCHED)
+    copy = build_article(replace(entry, url="https://agence.example/copie"), None, FETCHED)
     store.save_source_batch("agence", [copy], log, [])
     assert store.scalar("SELECT count(*) FROM clusters c JOIN articles a ON a.cluster_id = c.id") == 1
 

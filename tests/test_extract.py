@@ -119,6 +119,18 @@ def entry(**kwargs: object) -> Entry:
     return Entry(**{**base, **kwargs})  # type: ignore[arg-type]
 
 
+def test_entry_carries_its_canonical_url() -> None:
+    """Worked out where the entry is made (a worker), kept through pickling, redone by `replace`."""
+    import pickle
+    from dataclasses import replace
+
+    made = entry(url="HTTP://127.0.0.1:80/actu/fibre?utm_source=rss&page=2")
+    assert made.canonical_url == dedupe.canonical_url(made.url) == "http://127.0.0.1/actu/fibre?page=2"
+    assert pickle.loads(pickle.dumps(made)).canonical_url == made.canonical_url
+    assert replace(made, url="http://127.0.0.1/actu/autre").canonical_url == "http://127.0.0.1/actu/autre"
+    assert build_article(made, None, utc(2025, 2, 4, 7, 0)).canonical_url == made.canonical_url
+
+
 def test_page_text_wins_when_longer(mairie: Extracted) -> None:
     article = build_article(entry(), mairie, FETCHED)
     assert article.text_source == "page"

@@ -184,20 +184,18 @@ def test_an_index_out_of_step_is_detected_and_rebuilt(fts_store):
     assert _titles(fts_store, "title:laiton") == {"Laiton"}
 
 
-def test_migration_fills_the_index_of_an_existing_archive(tmp_path, monkeypatch):
-    import veille.store as store_module
+def test_migration_fills_the_index_of_an_existing_archive(tmp_path):
+    from veille.store.schema import MIGRATIONS
 
-    full = list(store_module.MIGRATIONS)
-    before = full[:next(i for i, m in enumerate(full) if "articles_fts" in m[2])]
-    monkeypatch.setattr(store_module, "MIGRATIONS", before)
-    old = Store.open(tmp_path / "old.db")
-    add_articles(old, [("Le réseau d'initiative publique du Cantal", "", "Fibre optique.")])
-    old.close()
-    monkeypatch.setattr(store_module, "MIGRATIONS", full)
+    from . import archive_data
+
+    before = next(n for n, _name, sql in MIGRATIONS if "articles_fts" in sql) - 1
+    archive_data.build_old(tmp_path / "old.db", before)
     upgraded = Store.open(tmp_path / "old.db")
     try:
-        assert upgraded.schema_version == len(full)
-        assert _titles(upgraded, "réseaux d’initiative publique") == {"Le réseau d'initiative publique du Cantal"}
+        assert upgraded.schema_version == len(MIGRATIONS)
+        assert _titles(upgraded, "cybersécurité hôpitaux") == {
+            "Cyberattaque : l'hôpital de Brest paralysé par un rançongiciel"}
         upgraded.fts_check()
     finally:
         upgraded.close()

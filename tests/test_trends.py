@@ -18,6 +18,7 @@ from veille.search import (
     CHART_TOPICS, WeeklyCounts, digest_trends_html, render_chart, trend_chart, weekly_counts, write_trends,
 )
 from veille.store import Store, iso
+from veille.store import paris_week as store_paris_week
 from veille.store.schema import MIGRATIONS
 
 from . import archive_data
@@ -83,6 +84,21 @@ def test_article_weeks_agrees_with_zoneinfo(week_db, naive):
     assert _sql_week(week_db, moment) == (local.strftime("%Y-%m-%d %H:%M:%S"), monday, paris_week(moment))
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2199, 12, 31)))
+def test_python_week_is_the_views_week(week_db, naive):
+    """`articles.week` is written by Python: it must be the view's week for any date, zone rule included."""
+    moment = naive.replace(tzinfo=timezone.utc)
+    assert store_paris_week(moment) == _sql_week(week_db, moment)[2]
+
+
+@pytest.mark.parametrize("utc", ["2026-03-29T00:59:59Z", "2026-03-29T01:00:00Z", "2026-10-25T22:59:59.999Z",
+                                 "2026-10-25T23:00:00Z", "1985-09-29T22:30:00Z", "2100-03-28T22:59:59Z"])
+def test_python_week_at_the_edges(week_db, utc):
+    moment = datetime.fromisoformat(utc.replace("Z", "+00:00"))
+    assert store_paris_week(moment) == _sql_week(week_db, moment)[2]
+
+
 # -- weekly counts -----------------------------------------------------------------------------------
 
 
@@ -140,6 +156,8 @@ def test_counts_follow_tagging_changes(tmp_path):
         truth = store.query("SELECT t.topic_id, w.week, w.published_at, w.article_id FROM article_topics t "
                             "JOIN article_weeks w ON w.article_id = t.article_id ORDER BY 1, 2, 3, 4")
         assert [tuple(r) for r in mirror] == [tuple(r) for r in truth]
+        weeks = store.query("SELECT a.week, w.week FROM articles a JOIN article_weeks w ON w.article_id = a.id")
+        assert weeks and all(stored == computed for stored, computed in weeks)
 
     consistent()
     before = week_counts("open-data")
@@ -163,18 +181,36 @@ def test_counts_follow_tagging_changes(tmp_path):
     store.close()
 
 
-def test_migration_fills_counts_of_an_existing_archive(tmp_path, monkeypatch):
+def test_migration_fills_counts_of_an_existing_archive(tmp_path):
     """A database tagged before the archive migration gets its counts when it is migrated."""
     path = tmp_path / "veille.db"
     number = next(n for n, name, _sql in MIGRATIONS if name == "archive views")
-    monkeypatch.setattr("veille.store.MIGRATIONS", MIGRATIONS[: number - 1])
-    archive_data.build(path)
-    monkeypatch.undo()
+    archive_data.build_old(path, number - 1)
     store = Store.open(path, migrate=False)
     assert store.schema_version == number - 1
     assert number in store.migrate()
     total = store.scalar("SELECT count(*) FROM article_topics")
     assert total and store.scalar("SELECT count(*) FROM topic_article_weeks") == total
+    store.close()
+
+
+def test_week_column_migration_fills_existing_articles(tmp_path):
+    """Articles stored before `articles.week` existed get it, and later tags copy it."""
+    path = tmp_path / "veille.db"
+    number = next(n for n, name, _sql in MIGRATIONS if name == "article week column")
+    ids = archive_data.build_old(path, number - 1)
+    store = Store.open(path, migrate=False)
+    assert "week" not in {r[1] for r in store.query("PRAGMA table_info(articles)")}
+    assert number in store.migrate()
+    rows = store.query("SELECT a.week, w.week FROM articles a JOIN article_weeks w ON w.article_id = a.id")
+    assert len(rows) == len(ids) and all(stored == computed and stored for stored, computed in rows)
+    with store.transaction() as conn:
+        conn.execute("DELETE FROM article_topics WHERE article_id = ?", (ids["fibre-finistere"],))
+        conn.execute("INSERT INTO article_topics (article_id, topic_id, score, hits, rule_hash, tagged_at) "
+                     "VALUES (?, 'cybersecurite', 1, '[]', 'h', '2026-11-26T10:00:00Z')", (ids["fibre-finistere"],))
+    assert store.query("SELECT t.week FROM topic_article_weeks t WHERE t.article_id = ?",
+                       (ids["fibre-finistere"],))[0][0] == store.scalar(
+        "SELECT week FROM article_weeks WHERE article_id = ?", (ids["fibre-finistere"],))
     store.close()
 
 

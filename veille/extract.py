@@ -188,12 +188,12 @@ def build_article(entry: Entry, extracted: Extracted | None, fetched_at: datetim
     canonical_source = page_url
     if extracted is not None and extracted.canonical_url and _plausible_canonical(extracted.canonical_url, page_url):
         canonical_source = extracted.canonical_url
-    canonical = dedupe.canonical_url(canonical_source)
+    canonical = entry.canonical_url if canonical_source == entry.url else dedupe.canonical_url(canonical_source)
     seen: list[str] = []
     for candidate in (canonical, entry.url, final_url, canonical_source):
         if not candidate:
             continue
-        for form in (candidate, dedupe.canonical_url(candidate)):
+        for form in (candidate, entry.canonical_url if candidate == entry.url else dedupe.canonical_url(candidate)):
             if form not in seen:
                 seen.append(form)
     author = entry.author or (extracted.author if extracted is not None else None)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from .dedupe import canonical_url
+
 SourceType = Literal["feed", "html", "sitemap"]
 ExcerptPolicy = Literal["none", "short", "full"]
 TextSource = Literal["page", "feed"]
@@ -71,6 +73,12 @@ class Entry:
     published: datetime | None = None
     """Timezone-aware UTC, or None when the feed gave no readable date."""
     lang: str | None = None
+    canonical_url: str = field(init=False, compare=False, repr=False)
+    """`dedupe.canonical_url(url)`, worked out where the entry is made (a parse worker), not again in
+    the main process, which looks every entry up by it (a cold pass's main process is its bottleneck)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "canonical_url", canonical_url(self.url))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -23,7 +23,7 @@ from .ops import OpsMixin
 from .schema import MIGRATIONS
 from .topics import TopicsMixin
 
-__all__ = ["Store", "utcnow", "iso", "parse_iso"]
+__all__ = ["Store", "utcnow", "iso", "parse_iso", "paris_week"]
 
 
 def utcnow() -> datetime:
@@ -37,6 +37,21 @@ def iso(moment: datetime | None) -> str | None:
     if moment.tzinfo is None:
         raise ValueError("naive datetimes are not stored: give a timezone")
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def paris_week(moment: datetime) -> str:
+    """`article_weeks.week` worked out in Python: the ISO week in Europe/Paris under the EU summer-time
+    rule the view applies (last Sunday of March to last Sunday of October, 01:00 UTC), at the second
+    precision stored, so `articles.week` written with an article always equals the view's."""
+    utc = moment.astimezone(timezone.utc).replace(microsecond=0, tzinfo=None)
+    summer = _last_sunday_1am(utc.year, 3) <= utc < _last_sunday_1am(utc.year, 10)
+    year, week, _ = (utc + timedelta(hours=2 if summer else 1)).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def _last_sunday_1am(year: int, month: int) -> datetime:
+    last = datetime(year, month, 31, 1)
+    return last - timedelta(days=(last.weekday() + 1) % 7)
 
 
 def parse_iso(text: str | None) -> datetime | None:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Iterable
 
-from .. import dedupe
 from ..types import Article, Entry, Source
 
 if TYPE_CHECKING:
@@ -185,7 +184,7 @@ class ArticlesMixin:
                 f"SELECT guid, title FROM articles WHERE source_id = ? AND guid IN ({marks})", [source_id, *chunk]
             ):
                 by_guid[row[0]] = row[1]
-        urls = [u for e in entries for u in (e.url, dedupe.canonical_url(e.url))]
+        urls = [u for e in entries for u in (e.url, e.canonical_url)]
         by_url: dict[str, str] = {}
         for chunk in _chunks(urls):
             marks = ",".join("?" * len(chunk))
@@ -196,8 +195,7 @@ class ArticlesMixin:
                 by_url[row[0]] = row[1]
         known: dict[str, str] = {}
         for e in entries:
-            title = (by_guid.get(e.guid) if e.guid else None) or by_url.get(e.url) \
-                or by_url.get(dedupe.canonical_url(e.url))
+            title = (by_guid.get(e.guid) if e.guid else None) or by_url.get(e.url) or by_url.get(e.canonical_url)
             if title is not None:
                 known[e.guid or e.url] = title
         return known
@@ -257,7 +255,7 @@ class ArticlesMixin:
             "LIMIT 1", urls).fetchone()
 
     def _upsert_article(self: "Store", article: Article) -> tuple[int, str]:
-        from . import iso
+        from . import iso, paris_week
 
         existing = self._find_article(article)
         urls = list(dict.fromkeys([article.canonical_url, article.url, *article.urls]))
@@ -291,12 +289,12 @@ class ArticlesMixin:
                                            (iso(article.fetched_at),)).lastrowid
         article_id = self.conn.execute(
             "INSERT INTO articles (source_id, guid, url, canonical_url, title, author, summary, text, "
-            "text_source, lang, published_at, date_is_fallback, fetched_at, updated_at, cluster_id, simhash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "text_source, lang, published_at, date_is_fallback, fetched_at, updated_at, cluster_id, simhash, week) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (article.source_id, article.guid, article.url, article.canonical_url, article.title,
              article.author, article.summary, article.text, article.text_source, article.lang,
              iso(article.published_at), int(article.date_is_fallback), iso(article.fetched_at),
-             iso(article.fetched_at), cluster_id, article.simhash),
+             iso(article.fetched_at), cluster_id, article.simhash, paris_week(article.published_at)),
         ).lastrowid
         self._add_urls(article_id, urls)
         self._clusters().add(article_id, article.simhash, cluster_id, article.published_at)

@@ -68,10 +68,11 @@ class ClusterIndex:
             return None
         target = np.int64(simhash).view(np.uint64)
         distances = np.bitwise_count(self.hashes[: self.size] ^ target)
-        moment = int(published_at.timestamp())
-        window = int(WINDOW.total_seconds())
-        close = (distances <= dedupe.NEAR_DUPLICATE_BITS) & (np.abs(self.times[: self.size] - moment) <= window)
-        candidates = np.flatnonzero(close)
+        candidates = np.flatnonzero(distances <= dedupe.NEAR_DUPLICATE_BITS)  # a handful at most
+        if not len(candidates):
+            return None
+        candidates = candidates[np.abs(self.times[candidates] - int(published_at.timestamp()))
+                                <= int(WINDOW.total_seconds())]
         if not len(candidates):
             return None
         best = candidates[np.argmin(distances[candidates])]

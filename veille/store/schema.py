@@ -398,3 +398,38 @@ ALTER TABLE topics ADD COLUMN tagged_hash TEXT;
 -- topic set that tagged the article (veille.tag.Tagger.rule_hash). An article without such a row was
 -- stored but never tagged; per-topic rule versions are in article_topics.rule_hash and topics.tagged_hash.
 """)
+
+migration(7, "article week column", """
+-- The ISO week (Europe/Paris) of every article, written with the article (veille computes it with
+-- the view's rule; a row inserted without it gets it from article_weeks). The per-week triggers copy
+-- it instead of working out the calendar for every tag, which cost more than the rest of storing a
+-- tag (bench/topics.py). It always equals article_weeks.week of the article.
+ALTER TABLE articles ADD COLUMN week TEXT;  -- ISO week of published_at in Europe/Paris, e.g. 2026-W48
+
+UPDATE articles SET week = (SELECT w.week FROM article_weeks w WHERE w.article_id = articles.id);
+
+CREATE TRIGGER articles_week_insert AFTER INSERT ON articles WHEN NEW.week IS NULL BEGIN
+    UPDATE articles SET week = (SELECT week FROM article_weeks WHERE article_id = NEW.id) WHERE id = NEW.id;
+END;
+
+DROP TRIGGER topic_article_weeks_redate;
+CREATE TRIGGER articles_week_redate AFTER UPDATE OF published_at ON articles BEGIN
+    UPDATE articles SET week = (SELECT week FROM article_weeks WHERE article_id = NEW.id) WHERE id = NEW.id;
+    UPDATE topic_article_weeks
+    SET published_at = NEW.published_at, week = (SELECT week FROM articles WHERE id = NEW.id)
+    WHERE article_id = NEW.id;
+END;
+
+DROP TRIGGER topic_article_weeks_tag;
+CREATE TRIGGER topic_article_weeks_tag AFTER INSERT ON article_topics BEGIN
+    INSERT OR IGNORE INTO topic_article_weeks (topic_id, week, published_at, article_id)
+    SELECT NEW.topic_id, week, published_at, id FROM articles WHERE id = NEW.article_id;
+END;
+
+DROP TRIGGER topic_article_weeks_retag;
+CREATE TRIGGER topic_article_weeks_retag AFTER UPDATE OF article_id, topic_id ON article_topics BEGIN
+    DELETE FROM topic_article_weeks WHERE article_id = OLD.article_id AND topic_id = OLD.topic_id;
+    INSERT OR IGNORE INTO topic_article_weeks (topic_id, week, published_at, article_id)
+    SELECT NEW.topic_id, week, published_at, id FROM articles WHERE id = NEW.article_id;
+END;
+""")
