@@ -136,6 +136,85 @@ def test_hamming() -> None:
     assert hamming(5, 6) == hamming(6, 5) == 2
 
 
+_STABILITY_SCRIPT = """
+import json, sys
+from veille.dedupe import simhash
+texts = json.load(sys.stdin)
+print(json.dumps([simhash(t) for t in texts]))
+"""
+
+
+@pytest.mark.parametrize("hash_seed", ["0", "4242"])
+def test_simhash_is_stable_across_processes(hash_seed: str) -> None:
+    """Stored hashes are compared with hashes computed by later runs: nothing may depend on the process."""
+    import os
+    import subprocess
+    import sys
+
+    texts = [d["text"] for d in DISPATCHES.values()] + ["Conseil municipal ce soir.",
+                                                        " ".join(["Délibération n° 12 du conseil."] * 3000)]
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    out = subprocess.run([sys.executable, "-c", _STABILITY_SCRIPT], input=json.dumps(texts), env=env,
+                         cwd=Path(__file__).parents[1], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == [simhash(t) for t in texts]
+
+
+def test_simhash_value_is_pinned() -> None:
+    """Changing the hash function re-keys every stored hash: old and new articles would never cluster.
+
+    If this fails on purpose, the store needs a migration that recomputes `articles.simhash`.
+    """
+    assert simhash(DISPATCHES["cyber-1"]["text"]) == 4677248859964479364
+    assert simhash(DISPATCHES["ia-2"]["text"]) == -1821570422612308491
+
+
+def _reference_simhash(text: str, min_words: int = 40) -> int:
+    """The documented definition, one word and one bit at a time in plain Python."""
+    import re
+    from itertools import pairwise
+
+    mask = (1 << 64) - 1
+
+    def mix(x: int) -> int:
+        x ^= x >> 30
+        x = x * 0xBF58476D1CE4E5B9 & mask
+        x ^= x >> 27
+        x = x * 0x94D049BB133111EB & mask
+        return x ^ x >> 31
+
+    words = [sum(ord(c) * pow(dedupe._BASE, j, 1 << 64) for j, c in enumerate(w)) & mask
+             for w in re.findall(r"\w+", text.lower())]
+    features = [mix(a ^ (b * 0x9E3779B97F4A7C15 & mask)) for a, b in pairwise(words)] or words
+    if len(features) < min_words:
+        return 0
+    value = sum(1 << bit for bit in range(64) if 2 * sum(f >> bit & 1 for f in features) > len(features))
+    return value - (1 << 64) if value >= (1 << 63) else value or 1
+
+
+@pytest.mark.parametrize("text", [
+    DISPATCHES["fibre-1"]["text"],
+    " ".join(DISPATCHES[k]["text"] for k in sorted(DISPATCHES)),  # > 255 features: counters in blocks
+    "L’État a versé 1 200 000 € aux EPCI ; l'ÉCOLE numérique_2025 (Île-de-France) — 𝐀𝐁 ça… " * 12,
+    ("Le SDIS et la métropole mutualisent leur centre de données. " * 800),  # > 32,768 characters
+])
+def test_vectorised_simhash_matches_the_plain_definition(text: str) -> None:
+    assert simhash(text) == _reference_simhash(text) != 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("aéÉß_1 ,.'’-\n\t€İ") + ["\ud800", "𝐀", "ǅ"]), max_size=300))
+def test_words_are_the_regex_words(text: str) -> None:
+    """The lookup-table tokenizer splits exactly like `\\w+` on the lower-cased text, odd characters included."""
+    assert simhash(text, min_words=1) == _reference_simhash(text, min_words=1)
+
+
+def test_seed_selects_another_hash_function() -> None:
+    text = DISPATCHES["urba-1"]["text"]
+    assert simhash(text, seed=0) == simhash(text)
+    others = {simhash(text, seed=s) for s in range(1, 9)}
+    assert len(others) == 8 and simhash(text) not in others
+
+
 # --------------------------------------------------------------------------------------------------
 # With the real store: copies share a cluster, different articles do not
 

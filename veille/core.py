@@ -205,8 +205,9 @@ class Watch:
         return self._tagger_pickle
 
     def _store_tags(self, outcomes: Sequence[tuple[int, str]], matches: Sequence[Any]) -> None:
-        """Tags of the articles a batch created or changed; an article tagged nowhere (a crash between the
-        two transactions) is picked up by `tag_pending` at the next start."""
+        """Tags of the articles a batch created or changed, stored in the batch's transaction. Articles
+        stored without tags (topics added since, a batch from an older version) are caught up by
+        `tag_pending` at the next start."""
         if not self.load_topics():
             return
         from . import tag
@@ -323,8 +324,8 @@ class Watch:
                 cache=[(url, *validators)] + ([(response.permanent_redirect, *validators)]
                                               if response.permanent_redirect else []),
                 title=parsed.title, moved_to=response.permanent_redirect,
+                then=lambda result: self._store_tags(result.outcomes, [matches for _, matches in built]),
             )
-            self._store_tags(saved.outcomes, [matches for _, matches in built])
             return SourceResult(source.id, url, "ok", new=len(saved.new_ids), updated=len(saved.updated_ids),
                                 entries=len(entries), duration=time.monotonic() - t0)
         except SourceError as e:

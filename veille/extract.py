@@ -160,7 +160,8 @@ def _best_date(trafilatura_date: str | None, meta_date: datetime | None) -> date
 def build_article(entry: Entry, extracted: Extracted | None, fetched_at: datetime,
                   final_url: str | None = None) -> Article:
     """Merge what the feed said with what the page says; the feed wins where it is explicit."""
-    feed_text = max((clean_text(entry.content), clean_text(entry.summary)), key=len)
+    feed_summary = clean_text(entry.summary)
+    feed_text = max((clean_text(entry.content), feed_summary), key=len)
     page_text = clean_text(extracted.text) if extracted is not None else ""
     title = clean_text(entry.title, multiline=False) or (
         clean_text(extracted.title, multiline=False) if extracted is not None else "")
@@ -172,7 +173,7 @@ def build_article(entry: Entry, extracted: Extracted | None, fetched_at: datetim
         text, text_source = feed_text, "feed"
     if not title:
         title = lead(text, 120) or entry.url
-    summary = clean_text(entry.summary)
+    summary = feed_summary
     if not summary and extracted is not None:
         summary = clean_text(extracted.description)
     if not summary:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from ..types import Article, Entry, Source
 
@@ -208,21 +208,24 @@ class ArticlesMixin:
         cache: list[tuple[str, str | None, str | None]],
         title: str | None = None,
         moved_to: str | None = None,
+        then: Callable[[SaveResult], None] | None = None,
     ) -> SaveResult:
         """Store one source's pass in a single transaction: articles, URLs, clusters, log, cache, state.
 
         A process killed before COMMIT leaves nothing of this batch, and the cache is written in the
-        same transaction, so the next pass refetches instead of taking a 304 for lost work.
+        same transaction, so the next pass refetches instead of taking a 304 for lost work. `then`
+        runs inside that transaction with the result (the pipeline stores the batch's tags there), so
+        what it writes lands with the batch or not at all, for the price of one commit.
         """
         try:
-            return self._save_source_batch(source_id, articles, log, cache, title, moved_to)
+            return self._save_source_batch(source_id, articles, log, cache, title, moved_to, then)
         except BaseException:
             self._cluster_index = None  # it may hold rows of the rolled-back batch
             raise
 
     def _save_source_batch(self: "Store", source_id: str, articles: list[Article], log: FetchLog,
                            cache: list[tuple[str, str | None, str | None]], title: str | None,
-                           moved_to: str | None) -> SaveResult:
+                           moved_to: str | None, then: Callable[[SaveResult], None] | None) -> SaveResult:
         with self.transaction():
             self._clusters().refresh(self.conn)  # rows other processes committed since the last batch
             new_ids: list[int] = []
@@ -240,7 +243,10 @@ class ArticlesMixin:
             final_log = FetchLog(**{**log.__dict__, "new_count": len(new_ids), "updated_count": len(updated_ids)})
             self._insert_log(final_log)
             self._mark_source_ok(source_id, log.started_at, len(new_ids), title, moved_to)
-        return SaveResult(tuple(new_ids), tuple(updated_ids), tuple(outcomes))
+            result = SaveResult(tuple(new_ids), tuple(updated_ids), tuple(outcomes))
+            if then is not None:
+                then(result)
+        return result
 
     def _find_article(self: "Store", article: Article) -> sqlite3.Row | None:
         if article.guid:
