@@ -170,6 +170,24 @@ def test_hits_explain_with_the_matched_words_in_context():
     assert marked.hit.text[marked.start:marked.end] == "THD"
 
 
+@pytest.mark.parametrize("keyword, text, expected", [
+    ("co*", "Une écoute attentive au cœur du quartier", "Une écoute attentive au [cœur] du quartier"),
+    ("cœur de ville", "Le projet Action Cœur  de\nVille avance", "Le projet Action [Cœur de Ville] avance"),
+    ("IA générative", "l'ia générative puis l'IA génératives", "l'ia générative puis l'[IA génératives]"),
+    ("fibre optique", "La ﬁbre optique arrive ; la fibre optique aussi",  # ﬁ: one character, two letters
+     "La [ﬁbre optique] arrive ; la fibre optique aussi"),
+    ("data", "la database puis open data", "la database puis open [data]"),
+    ("logiciel libre", "des logiciels  libres", "des [logiciels libres]"),
+    ("conseil municipal", "le conseil conseil municipal", "le conseil [conseil municipal]"),
+    ("IA IA", "ia IA IA", "ia [IA IA]"),  # the one in capitals starts inside the first candidate
+])
+def test_a_hit_marks_the_first_occurrence_of_the_keyword(keyword, text, expected):
+    (match,) = Tagger([kw("k", keyword)]).match_marked("", "", text)
+    (marked,) = match[1]
+    shown, start, end = marked.hit.text, marked.start, marked.end
+    assert f"{shown[:start]}[{shown[start:end]}]{shown[end:]}" == expected
+
+
 def test_tagger_survives_pickling_and_forgetting_what_it_learnt():
     import pickle
 

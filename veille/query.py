@@ -24,8 +24,10 @@ words or phrases at most n words apart (n defaults to 10).
 from __future__ import annotations
 
 import math
+import os
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import islice, product
 from typing import Union
@@ -35,7 +37,7 @@ from .errors import QueryError
 __all__ = [
     "Word", "Token", "FoldedText", "Term", "And", "Or", "Not", "Near", "Node",
     "fold", "stem", "normalize_tokens", "parse_phrase", "parse_query", "to_fts", "exact_fts", "terms",
-    "surface_forms",
+    "surface_forms", "low_pattern",
 ]
 
 # --------------------------------------------------------------------------------------------------
@@ -89,6 +91,8 @@ def _base(text: str) -> bytes:
     """
     if text.isascii():
         return text.encode("ascii")
+    if "’" in text:  # in most French texts: replacing it up front saves an exception per text
+        text = text.replace("’", "'")
     while True:
         try:
             return text.encode("latin-1").translate(_LATIN1)
@@ -208,16 +212,54 @@ class FoldedText:
     and offsets are only computed for the few words that matched.
     """
 
-    __slots__ = ("text", "_base", "low", "words", "_case", "_lows", "_offsets")
+    __slots__ = ("text", "_base", "low", "words", "aligned", "ligatures", "_case", "_lows", "_offsets", "_alow")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self._base = _base(text)
-        self.low = self._base.translate(_LOWER)
-        self.words = _expand(self.low).decode("ascii").split()
+        low = self.low = self._base.translate(_LOWER)
+        # One byte per character: offsets in `low` are the text's.
+        self.aligned = len(low) == len(text)
+        # œ/æ placeholders in `low`: patterns need `low_pattern(..., ligatures=True)`.
+        self.ligatures = b"\x01" in low or b"\x03" in low
+        # `_expand` for lower case, whose placeholders are only these two.
+        self.words = (low.replace(b"\x01", b"oe").replace(b"\x03", b"ae") if self.ligatures
+                      else low).decode("ascii").split()
         self._case: list[str] | None = None
         self._lows: list[bytes] | None = None
         self._offsets: list[int] | None = None
+        self._alow = low
+
+    def caps_at(self, start: int, end: int) -> bool:
+        """`caps` for the word at offsets start:end of `low`, without folding the whole text again."""
+        return _is_caps(_expand(self._base[start:end].translate(_KEEP_CASE)).decode("ascii"))
+
+    def find(self, pattern: re.Pattern[bytes], head: bytes = b"", caps: Sequence[int] = ()) -> tuple[int, int] | None:
+        """Offsets in `low` of the first match of a `low_pattern` that starts a word and whose groups
+        `caps` are words written in capitals; None if there is none.
+
+        `head`, the literal beginning of every match, lets `bytes.find` (much faster than the regex
+        engine's own scan) jump from one candidate position to the next.
+        """
+        low = self.low
+        if head:
+            at = low.find(head)
+            while at >= 0:
+                if at == 0 or low[at - 1] == 32:
+                    m = pattern.match(low, at)
+                    if m is not None and (not caps or all(self.caps_at(*m.span(g)) for g in caps)):
+                        return at, m.end()
+                at = low.find(head, at + 1)
+            return None
+        pos = 0
+        while True:
+            m = pattern.search(low, pos)
+            if m is None:
+                return None
+            start = m.start()
+            if (start == 0 or low[start - 1] == 32) and (not caps or all(self.caps_at(*m.span(g)) for g in caps)):
+                return start, m.end()
+            pos = start + 1  # not `m.end()`: a later match may start inside this one
 
     def caps(self, index: int) -> bool:
         """Whether word `index` is written in capitals."""
@@ -229,9 +271,9 @@ class FoldedText:
         """Character offsets in the original text from the start of word `first` to the end of `last`."""
         if self._lows is None:
             if len(self._base) != len(self.text):
-                self.low, self._offsets = _aligned(self.text)
-            self._lows = self.low.split() if (b"\x01" in self.low or b"\x03" in self.low) else []
-        low = self.low
+                self._alow, self._offsets = _aligned(self.text)
+            self._lows = self._alow.split() if (b"\x01" in self._alow or b"\x03" in self._alow) else []
+        low = self._alow
         if self._lows:  # ligatures: the folded words are longer than the text's, count on the text's
             token = self._lows[first]
             rank = self._lows[:first].count(token)
@@ -254,6 +296,53 @@ class FoldedText:
         if self._offsets is not None:
             return self._offsets[start], self._offsets[stop - 1] + 1
         return start, stop
+
+
+def _ligature_bytes(form: str) -> str:
+    """`form` as a pattern also matching the one-byte œ/æ placeholders that `FoldedText.low` keeps.
+
+    Exact: "oe" (and "ae") cannot overlap itself, so every way a folded word expands to `form` is
+    covered by choosing, at each occurrence, the two letters or the placeholder.
+    """
+    return re.escape(form).replace("oe", "(?:oe|\x01)").replace("ae", "(?:ae|\x03)")
+
+
+def low_pattern(parts: Sequence[tuple[Sequence[str], bool]], ligatures: bool = False,
+                groups: bool = False) -> re.Pattern[bytes]:
+    """A regex over `FoldedText.low` matching consecutive words: each part is (exact spellings, False)
+    or ((prefix,), True); with `groups`, word i is group i + 1. Search with `FoldedText.find`, which
+    adds the start-of-word check.
+
+    Searching the folded bytes in C finds a phrase and its offsets at once, where walking the word
+    list costs Python steps per occurrence. `ligatures=True` gives the slower pattern for a text whose
+    `low` holds œ/æ placeholders. No leading look-behind: it would make `re` try every position
+    (15x slower than letting it jump to the first letters).
+    """
+    letters = "[a-z0-9\x01\x03]*" if ligatures else "[a-z0-9]*"
+    pieces = []
+    for spellings, prefix in parts:
+        if prefix:
+            (start,) = spellings
+            options = [_ligature_bytes(start) + letters] if ligatures else [re.escape(start) + letters]
+            if ligatures and start[-1] in "oa":  # the word's œ/æ may straddle the end of the prefix
+                options.append(_ligature_bytes(start[:-1]) + ("\x01" if start[-1] == "o" else "\x03") + letters)
+        elif ligatures:
+            options = [_ligature_bytes(s) for s in sorted(spellings)]
+        else:
+            # A literal common beginning lets `re` jump to candidate positions with a fast search.
+            common = os.path.commonprefix(list(spellings))
+            tails = sorted({s[len(common):] for s in spellings})
+            endings = [t for t in tails if t]
+            if not endings:
+                tail = ""
+            elif all(len(t) == 1 for t in endings):  # "", "s", "x": a character class
+                tail = (endings[0] if len(endings) == 1 else f"[{''.join(endings)}]") + ("?" if "" in tails else "")
+            else:
+                tail = "(?:" + "|".join(map(re.escape, tails)) + ")"
+            options = [re.escape(common) + tail]
+        piece = options[0] if len(options) == 1 else "(?:" + "|".join(options) + ")"
+        pieces.append(f"({piece})" if groups else piece)
+    return re.compile((" +".join(pieces) + "(?![^ ])").encode("latin-1"))
 
 
 def normalize_tokens(text: str) -> list[Token]:

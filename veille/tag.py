@@ -7,7 +7,8 @@ occurs in -- title 3, summary 2, body 1 -- so one word repeated twenty times doe
 different ones.
 
 `Tagger` compiles every topic once into a word index, so tagging an article costs a few set operations
-whatever the number of topics. Re-tagging and previews do not scan the archive in Python: the rule is
+whatever the number of topics; a phrase whose words are all there is then confirmed, and located for its
+hit, by one search of the folded bytes. Re-tagging and previews do not scan the archive in Python: the rule is
 compiled to an FTS5 expression that selects a superset of candidates, and only those are checked.
 """
 
@@ -16,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cached_property
-from itertools import product
 from json.encoder import encode_basestring as _json_string  # the C encoder when available
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -30,8 +31,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from .config import Mapping, Sequence as YamlSequence, check_keys, load_yaml, require_mapping
 from .errors import ConfigError, QueryError, VeilleError
 from .query import (
-    And, FoldedText, Near, Node, Not, Or, Term, Word, fold, normalize_tokens, parse_phrase, parse_query, stem,
-    surface_forms, to_fts,
+    And, FoldedText, Near, Node, Not, Or, Term, Word, fold, low_pattern, normalize_tokens, parse_phrase,
+    parse_query, stem, surface_forms, to_fts,
 )
 from .types import Field, Hit, TopicMatch
 
@@ -179,16 +180,6 @@ commune territoire donnee plan centre projet local locale national conseil agent
 """.split())
 
 
-def _needles(words: tuple[Word, ...], forms: tuple[frozenset[str] | None, ...]) -> tuple[str, ...] | None:
-    """Every spelling of a plain phrase as ` w1 w2 ` (None for single words, prefixes, capitals, or too many)."""
-    if len(words) < 2 or any(w.prefix or w.caps for w in words):
-        return None
-    spellings = [sorted(f) for f in forms if f is not None]
-    if math.prod(len(s) for s in spellings) > 16:
-        return None
-    return tuple(" " + " ".join(choice) + " " for choice in product(*spellings))
-
-
 def _anchor(words: tuple[Word, ...]) -> int:
     """The word of a phrase most likely to be rare: the longest plain word, skipping very common ones."""
     def rarity(index: int) -> tuple[int, int, int]:
@@ -235,20 +226,34 @@ class _Compiled:
 
 
 class _FieldState:
-    """One field of one article: its folded words and the atoms found in it (with positions once known)."""
+    """One field of one article: its folded words and the atoms found in it (with positions once known).
 
-    __slots__ = ("name", "weight", "folded", "candidates", "found", "_where")
+    `found` maps an atom to its word positions, or None until they are needed (only NEAR needs them).
+    `spans` holds the character offsets of an atom's first occurrence, known from searching the folded
+    bytes when these have one byte per character (`folded.aligned`).
+    """
 
-    def __init__(self, name: Field, weight: int, folded: FoldedText) -> None:
+    __slots__ = ("name", "weight", "folded", "relevant", "memo", "found", "_where", "spans")
+
+    def __init__(self, name: Field, weight: int, folded: FoldedText, relevant: set[str],
+                 memo: dict[str, tuple[int, ...]]) -> None:
         self.name = name
         self.weight = weight
         self.folded = folded
-        self.candidates: dict[int, list[str]] = {}
+        self.relevant = relevant
+        self.memo = memo  # as it was for this scan: the tagger may forget what it learnt since
         self.found: dict[int, list[int] | None] = {}
-        self._where: dict[str, list[int]] = {}
+        self._where: dict[str, list[int]] | None = None
+        self.spans: dict[int, tuple[int, int]] = {}
+
+    def anchors(self, aid: int) -> list[str]:
+        """The field's words that are a spelling of the atom's anchor (only the slow paths need them)."""
+        return [w for w in self.relevant if aid in self.memo[w]]
 
     def where(self, word: str) -> list[int]:
         """Positions of `word` in the field (computed once: `list.index` runs in C)."""
+        if self._where is None:
+            self._where = {}
         found = self._where.get(word)
         if found is None:
             words, found, i = self.folded.words, [], -1
@@ -283,12 +288,16 @@ class Tagger:
                      + [(aid, _EXCLUDE) for aid in c.exclude])
             for aid, role in dict.fromkeys(roles):
                 self._roles[aid].append((index, role))
+        # The same roles split for `_run`: most atoms are only ever keywords.
+        self._keyword_of = [tuple(i for i, role in roles if role == _KEYWORD) for roles in self._roles]
+        self._other_roles = [tuple((i, role) for i, role in roles if role != _KEYWORD) for roles in self._roles]
         self._simple = [len(a) == 1 and not a[0].caps for a in self._atoms]
         self._forms = [tuple(None if w.prefix else frozenset(surface_forms(w.text)) for w in a) for a in self._atoms]
         # Each phrase is indexed by its least common-looking word (its anchor), so that frequent words
         # like "ville" or "service" do not make every article a candidate for dozens of phrases.
         self._anchor = [_anchor(a) for a in self._atoms]
-        self._needles = [_needles(a, f) for a, f in zip(self._atoms, self._forms)]
+        # Word numbers (regex groups) that must be written in capitals.
+        self._caps = [tuple(j + 1 for j, w in enumerate(a) if w.caps) for a in self._atoms]
         self._rest = [tuple(f for j, f in enumerate(forms) if f is not None and j != k)
                       for forms, k in zip(self._forms, self._anchor)]
         self._anchor_stem: dict[str, list[int]] = {}
@@ -304,8 +313,11 @@ class Tagger:
         for stemmed, aids in self._anchor_stem.items():
             for form in surface_forms(stemmed) or [stemmed]:
                 self._stem_memo[form] = tuple(aids)
-        self._forget()
+        # The other words of the phrases: a phrase is only searched for when they are all in the field.
         self._rest_vocab: frozenset[str] = frozenset().union(*(f for rest in self._rest for f in rest))
+        self._forget()
+        # `_pattern`s for texts without and with œ/æ.
+        self._patterns: tuple[dict[int, tuple[re.Pattern[bytes], bytes]], ...] = ({}, {})
         self.rule_hash = topics_hash(self.topics)
 
     # -- compilation ---------------------------------------------------------------------------------
@@ -422,6 +434,7 @@ class Tagger:
     def _forget(self) -> None:
         self._memo = dict(self._stem_memo)
         self._relevant = set(self._stem_memo)
+        self._lookup = self._relevant | self._rest_vocab
         self._known: set[str] = set()
 
     def _learn(self, words: set[str]) -> None:
@@ -438,49 +451,61 @@ class Tagger:
             if aids:
                 self._memo[w] = tuple(aids)
                 self._relevant.add(w)
+                self._lookup.add(w)
 
     def _scan(self, name: Field, weight: int, text: str) -> _FieldState | None:
         folded = FoldedText(text)
+        words = folded.words
         if self._prefix_lengths:
-            new = set(folded.words) - self._known
+            new = set(words) - self._known
             if new:
                 self._learn(new)
-        relevant = self._relevant.intersection(folded.words)
+        # One pass over the words (hashing each once) finds the anchors and the other words of phrases.
+        present = self._lookup.intersection(words)
+        relevant = self._relevant.intersection(present)
         if not relevant:
             return None
-        state = _FieldState(name, weight, folded)
-        candidates, found = state.candidates, state.found
+        memo = self._memo
+        state = _FieldState(name, weight, folded, relevant, memo)
+        candidates: set[int] = set()
         for w in relevant:
-            for aid in self._memo[w]:
-                candidates.setdefault(aid, []).append(w)
-        present = joined = None
-        for aid, anchors in candidates.items():
-            if self._simple[aid]:
+            candidates.update(memo[w])
+        found, spans, simple, rest, caps = state.found, state.spans, self._simple, self._rest, self._caps
+        aligned, find = folded.aligned, folded.find
+        patterns = self._patterns[folded.ligatures]
+        for aid in candidates:
+            if simple[aid]:
                 found[aid] = None
                 continue
-            if present is None:
-                present = self._rest_vocab.intersection(folded.words)
-            absent = False
-            for f in self._rest[aid]:
+            for f in rest[aid]:
                 if f.isdisjoint(present):
-                    absent = True
-                    break
-            if absent:
-                continue
-            needles = self._needles[aid]
-            if needles is not None:
-                # A plain phrase: one substring search per spelling, positions only if a hit needs them.
-                if joined is None:
-                    joined = " " + " ".join(folded.words) + " "
-                for needle in needles:
-                    if needle in joined:
-                        found[aid] = None
-                        break
-                continue
-            positions = self._verify(state, aid, anchors)
-            if positions:
-                found[aid] = positions
+                    break  # a word of the phrase is not in the field: no need to search for it
+            else:
+                # One search of the folded bytes tells whether the atom is there and, for its hit, where.
+                pattern, head = patterns.get(aid) or self._pattern(aid, folded.ligatures)
+                span = find(pattern, head, caps[aid])
+                if span is not None:
+                    found[aid] = None
+                    if aligned:
+                        spans[aid] = span
         return state if found else None
+
+    def _pattern(self, aid: int, ligatures: bool) -> tuple[re.Pattern[bytes], bytes]:
+        """The atom's `low_pattern` and the literal its matches start with (b"" if too short to help),
+        compiled on first use: a one-topic tagger for a preview needs few."""
+        # The same spellings as the word index: the anchor's forms are the `_stem_memo` ones, and
+        # `surface_forms` of a stem is never empty (the word it came from is one of them).
+        parts = [((w.text,), True) if w.prefix else (surface_forms(w.text), False) for w in self._atoms[aid]]
+        pattern = low_pattern(parts, ligatures, bool(self._caps[aid]))
+        # A head of one or two letters ("e-santé") would stop `bytes.find` at every other word.
+        head = os.path.commonprefix(list(parts[0][0])).encode("ascii")
+        compiled = self._patterns[ligatures][aid] = (pattern, head if len(head) >= 3 and not ligatures else b"")
+        return compiled
+
+    def _find(self, folded: FoldedText, aid: int) -> tuple[int, int] | None:
+        """Offsets in the folded bytes of the atom's first occurrence (capitals checked), or None."""
+        pattern, head = self._patterns[folded.ligatures].get(aid) or self._pattern(aid, folded.ligatures)
+        return folded.find(pattern, head, self._caps[aid])
 
     def _verify(self, state: _FieldState, aid: int, anchors: list[str]) -> list[int]:
         """Start positions where the whole phrase occurs around its anchor word (other words, capitals)."""
@@ -510,7 +535,7 @@ class Tagger:
         """Where the atom first occurs in the field (cheap for single words: `list.index` stops early)."""
         found = state.found[aid]
         if found is None and self._simple[aid]:
-            words, candidates = state.folded.words, state.candidates[aid]
+            words, candidates = state.folded.words, state.anchors(aid)
             return words.index(candidates[0]) if len(candidates) == 1 else min(words.index(w) for w in candidates)
         return self._positions(state, aid)[0]
 
@@ -518,9 +543,9 @@ class Tagger:
         found = state.found[aid]
         if found is None:
             if self._simple[aid]:
-                found = sorted(i for w in state.candidates[aid] for i in state.where(w))
+                found = sorted(i for w in state.anchors(aid) for i in state.where(w))
             else:
-                found = self._verify(state, aid, state.candidates[aid])
+                found = self._verify(state, aid, state.anchors(aid))
             state.found[aid] = found
         return found
 
@@ -529,6 +554,7 @@ class Tagger:
         keyword_hits: dict[int, list[tuple[_FieldState, int]]] = {}
         flagged: set[tuple[int, int]] = set()
         queries: set[int] = set()
+        keyword_of, other_roles = self._keyword_of, self._other_roles
         for (name, weight), value in zip(FIELD_WEIGHTS, (title, summary, text)):
             if not value:
                 continue
@@ -537,10 +563,14 @@ class Tagger:
                 continue
             fields.append(state)
             for aid in state.found:
-                for index, role in self._roles[aid]:
-                    if role == _KEYWORD:
-                        keyword_hits.setdefault(index, []).append((state, aid))
-                    elif role == _QUERY:
+                for index in keyword_of[aid]:
+                    hits = keyword_hits.get(index)
+                    if hits is None:
+                        keyword_hits[index] = [(state, aid)]
+                    else:
+                        hits.append((state, aid))
+                for index, role in other_roles[aid]:
+                    if role == _QUERY:
                         queries.add(index)
                     else:
                         flagged.add((index, role))
@@ -558,17 +588,21 @@ class Tagger:
         return results
 
     def _evaluate_keywords(self, c: _Compiled, found: list[tuple[_FieldState, int]]) -> _Result | None:
-        score = sum(state.weight for state, _ in found)
+        score = 0
+        for state, _ in found:
+            score += state.weight
         if score < c.min_score:
             return None
+        display, term_hit = c.display, self._term_hit
         if len(found) > 1:
-            found.sort(key=lambda item: (-item[0].weight, c.order[item[1]]))
-        hits = tuple(self._hit(state, ("term", aid, False, c.display[aid])) for state, aid in found)
-        return c.topic.id, score, hits
+            order = c.order
+            found.sort(key=lambda item: (-item[0].weight, order[item[1]]))
+        return c.topic.id, score, tuple([term_hit(state, aid, display[aid]) for state, aid in found])
 
     def _evaluate_query(self, c: _Compiled, fields: list[_FieldState]) -> _Result | None:
         assert c.ast is not None
-        ok, contributions = self._eval(c.ast, fields)
+        present = set().union(*(s.found for s in fields))
+        ok, contributions = self._eval(c.ast, fields, present)
         if not ok:
             return None
         unique = list(dict.fromkeys((id(state), node) for state, node in contributions))
@@ -579,7 +613,11 @@ class Tagger:
         unique.sort(key=lambda item: -by_id[item[0]].weight)
         return c.topic.id, score, tuple(self._hit(by_id[sid], node) for sid, node in unique)
 
-    def _eval(self, node: tuple, fields: list[_FieldState]) -> tuple[bool, list]:
+    def _eval(self, node: tuple, fields: list[_FieldState], present: set[int]) -> tuple[bool, list]:
+        """Whether the node holds, and the (field, term) pairs that count towards the score.
+
+        `present`: the atoms found in any field, so that the many absent words of an OR cost little.
+        """
         kind = node[0]
         if kind == "term":
             _, aid, title, _raw = node
@@ -591,12 +629,12 @@ class Tagger:
                      and left in s.found and right in s.found and self._near(s, left, right, distance)]
             return bool(found), found
         if kind == "not":
-            ok, _ = self._eval(node[1], fields)
+            ok, _ = self._eval(node[1], fields, present)
             return not ok, []
         if kind == "and":
             out: list = []
             for child in node[1]:
-                ok, contributions = self._eval(child, fields)
+                ok, contributions = self._eval(child, fields, present)
                 if not ok:
                     return False, []
                 out.extend(contributions)
@@ -604,7 +642,9 @@ class Tagger:
         out = []
         any_ok = False
         for child in node[1]:
-            ok, contributions = self._eval(child, fields)
+            if child[0] == "term" and child[1] not in present:
+                continue  # false, and counts for nothing
+            ok, contributions = self._eval(child, fields, present)
             if ok:
                 any_ok = True
                 out.extend(contributions)
@@ -624,21 +664,29 @@ class Tagger:
         return self._near_pair(state, left, right, distance) is not None
 
     def _hit(self, state: _FieldState, node: tuple) -> tuple[Hit, int, int]:
-        if node[0] == "near":
-            span = self._near_pair(state, node[1], node[2], node[3])
-            assert span is not None
-            first, last = span
-        else:
-            aid = node[1]
-            first = self._first(state, aid)
-            last = first + len(self._atoms[aid]) - 1
-        start, end = state.folded.span(first, last)
+        if node[0] != "near":
+            return self._term_hit(state, node[1], node[-1])
+        span = self._near_pair(state, node[1], node[2], node[3])
+        assert span is not None
+        start, end = state.folded.span(*span)
         text, mark_start, mark_end = _context(state.folded.text, start, end)
         return Hit(node[-1], state.name, text), mark_start, mark_end
 
+    def _term_hit(self, state: _FieldState, aid: int, keyword: str) -> tuple[Hit, int, int]:
+        """The hit of the atom's first occurrence in the field (one per keyword and field)."""
+        span = state.spans.get(aid)
+        if span is None:
+            if state.folded.aligned and self._simple[aid]:
+                span = state.spans[aid] = self._find(state.folded, aid)
+            if span is None:  # texts whose folded bytes are not one per character
+                first = self._first(state, aid)
+                span = state.folded.span(first, first + len(self._atoms[aid]) - 1)
+        text, mark_start, mark_end = _context(state.folded.text, *span)
+        return Hit(keyword, state.name, text), mark_start, mark_end
+
     def match(self, title: str, summary: str, text: str) -> list[TopicMatch]:
         """The topics this article gets, in topics.yaml order, with score and hits."""
-        return [TopicMatch(topic_id, score, tuple(h[0] for h in hits))
+        return [TopicMatch(topic_id, score, tuple([h[0] for h in hits]))
                 for topic_id, score, hits in self._run(title or "", summary or "", text or "")]
 
     def match_marked(self, title: str, summary: str, text: str) -> list[tuple[TopicMatch, tuple[MarkedHit, ...]]]:
