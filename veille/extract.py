@@ -189,12 +189,15 @@ def build_article(entry: Entry, extracted: Extracted | None, fetched_at: datetim
     canonical_source = page_url
     if extracted is not None and extracted.canonical_url and _plausible_canonical(extracted.canonical_url, page_url):
         canonical_source = extracted.canonical_url
-    canonical = entry.canonical_url if canonical_source == entry.url else dedupe.canonical_url(canonical_source)
+    def canon(url: str) -> str:  # the entry's own link was canonicalised in the parse worker
+        return entry.canonical_url if url == entry.url else dedupe.canonical_url(url)
+
+    canonical = canon(canonical_source)
     seen: list[str] = []
     for candidate in (canonical, entry.url, final_url, canonical_source):
         if not candidate:
             continue
-        for form in (candidate, entry.canonical_url if candidate == entry.url else dedupe.canonical_url(candidate)):
+        for form in (candidate, canon(candidate)):
             if form not in seen:
                 seen.append(form)
     author = entry.author or (extracted.author if extracted is not None else None)
