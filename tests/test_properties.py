@@ -165,6 +165,19 @@ def test_topic_matching_ignores_case_and_accents(keyword_words, before, after, f
     assert scores(keyword.title(), text.lower()) == scores(keyword, text.lower())
 
 
+
+@PROFILE
+@given(st.text(max_size=120), st.text(max_size=120), st.sampled_from(["title", "summary", "text"]))
+@example("½ œﬂ", "", "title")  # NFKD turns ½ into two words where one character folds into none
+@example("ﬁ½", "Ǆ ǅ ǆ ǈ", "text")
+def test_topic_matching_never_raises_on_any_unicode(before, after, field):
+    tagger = Tagger([Topic(id="sante", label="Santé", keywords=("santé", "e-santé", "données de santé"))])
+    fields = {"title": "", "summary": "", "text": "", field: f"{before} Santé {after}"}
+    matches = tagger.match(fields["title"], fields["summary"], fields["text"])
+    assert [m.topic_id for m in matches] == ["sante"], "the keyword is found whatever surrounds it"
+    for hit in matches[0].hits:
+        assert "santé" in hit.text.lower(), "a hit quotes the words that matched"
+
 # -- the query language ---------------------------------------------------------------------------
 
 QUERY_TOKENS = ["AND", "OR", "NOT", "NEAR", "NEAR/3", "NEAR/0", "NEAR/x", "(", ")", '"', "«", "»", "“", "”",

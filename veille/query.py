@@ -133,10 +133,13 @@ def _aligned(text: str) -> tuple[bytes, list[int] | None]:
     base = _base(text)
     if len(base) == len(text):
         return base.translate(_LOWER), None
+    # Fold each character the way `_base` folded the whole text: a text that took the NFKD road must
+    # not have its characters folded one by one on the Latin-1 road (½ is "1 2" there, "?" here).
+    fold_char = _base if b"".join(_base(char) for char in text) == base else _base_nfkd
     offsets: list[int] = []
     pieces = []
     for index, char in enumerate(text):
-        piece = _base(char)
+        piece = fold_char(char)
         pieces.append(piece)
         offsets.extend([index] * len(piece))
     offsets.append(len(text))
