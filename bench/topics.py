@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from veille.store import Store  # noqa: E402
 from veille.store.articles import FetchLog  # noqa: E402
 from veille.tag import (  # noqa: E402
-    Tagger, Topic, load_topics, preview, retag, store_matches, sync_topics, tag_articles,
+    Tagger, Topic, load_topics, preview, retag, store_tag_rows, sync_topics, tag_articles, tag_rows,
 )
 from veille.types import Article, Source  # noqa: E402
 
@@ -201,7 +201,7 @@ def _init_worker(topics: list[Topic]) -> None:
 def _match_chunk(chunk: tuple[list[int], list[tuple[str, str, str]]]) -> list:
     ids, texts = chunk
     assert _TAGGER is not None
-    return [(i, _TAGGER.match(*t)) for i, t in zip(ids, texts)]
+    return [(i, tag_rows(_TAGGER, _TAGGER.match(*t))) for i, t in zip(ids, texts)]  # rows, as the pipeline
 
 
 def main() -> None:
@@ -243,7 +243,7 @@ def main() -> None:
             list(pool.map(_match_chunk, chunks[:workers]))  # workers started and warm, as in a pass
             t0, c0 = time.perf_counter(), time.process_time()
             for matched in pool.map(_match_chunk, chunks):
-                store_matches(store, tagger, matched, synced=True)
+                store_tag_rows(store, tagger, matched, synced=True)
             rate = len(sample_ids) / (time.perf_counter() - t0)
             cpu = len(sample_ids) / (time.process_time() - c0)
         rows.append((f"tagging new articles as `veille fetch` does ({workers} matching processes + storing)",

@@ -273,3 +273,47 @@ def test_cluster_index_respects_the_threshold_and_the_window() -> None:
     for i in range(2, 3000):  # grows past its first allocation
         index.add(i, random.Random(i).getrandbits(64) - (1 << 63) or 1, 100 + i, monday)
     assert index.find(near, monday) == 10 and index.size == 2999
+
+
+def test_a_batch_resolves_its_own_repeats_exactly_as_one_by_one(tmp_path) -> None:
+    """The store writes a batch with bulk lookups and multi-row inserts; entries that meet again inside
+    the batch (same guid, a tracking-parameter copy of a URL, a changed title, a syndicated copy) must
+    end as they would, written one at a time."""
+    from veille.store import Store
+
+    def entry(slug: str, text: str, guid: str | None = None, title: str | None = None, query: str = "",
+              source: str = "agence") -> Entry:
+        return Entry(source_id=source, url=f"https://agence.example/{slug}{query}", guid=guid,
+                     title=title or slug, content=text, published=FETCHED)
+
+    cyber, other = DISPATCHES["cyber-1"]["text"], DISPATCHES["cyber-2"]["text"]
+    entries = [
+        entry("cyber-1", cyber, guid="g1"),
+        entry("cyber-2", other, guid="g2"),
+        entry("cyber-1", cyber, guid="g1"),                                      # the same item twice
+        entry("cyber-1", cyber, guid="g1", title="cyber-1, mis à jour"),         # then changed
+        entry("cyber-2", other, query="?utm_source=rss&xtor=RSS-1"),             # same page, no guid
+        entry("reprise", syndicated(cyber), guid="g3"),                          # a copy: same cluster
+        entry("cyber-1", cyber, guid="g4", title="cyber-1, mis à jour"),         # same URL, another guid
+        entry("cyber-2", other + " Mise à jour : le xylophoniste municipal a porté plainte.", guid="g2"),
+    ]
+    articles = [build_article(e, None, FETCHED) for e in entries]
+    log = FetchLog(source_id="agence", url="https://agence.example/rss", started_at=FETCHED, duration_ms=1)
+
+    def archive(batches: list[list]) -> tuple:
+        with Store.open(tmp_path / f"{len(batches)}.db") as store:
+            store.sync_sources([Source(id="agence", name="Agence", type="feed", url="https://agence.example/rss")])
+            outcomes = [o for batch in batches for o in store.save_source_batch("agence", batch, log, []).outcomes]
+            rows = store.query("SELECT id, guid, url, canonical_url, title, text, cluster_id FROM articles ORDER BY id")
+            urls = store.query("SELECT url, article_id FROM article_urls ORDER BY url")
+            fts = store.query("SELECT rowid FROM articles_fts WHERE articles_fts MATCH 'xylophoniste' ORDER BY rowid")
+            return (outcomes, [tuple(r) for r in rows], [tuple(r) for r in urls], [tuple(r) for r in fts],
+                    store.scalar("SELECT count(*) FROM clusters"))
+
+    together, one_by_one = archive([articles]), archive([[a] for a in articles])
+    assert together == one_by_one
+    outcomes, rows, _, fts, clusters = together
+    assert [status for _, status in outcomes] == ["new", "new", "same", "updated", "same", "new", "same", "updated"]
+    assert len(rows) == 3 and rows[0][4] == "cyber-1, mis à jour"
+    assert rows[2][6] == rows[0][6] and clusters == 2, "the syndicated copy joined the dispatch's cluster"
+    assert fts == [(rows[1][0],)], "the full-text index follows the update made within the batch"

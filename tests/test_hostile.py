@@ -221,6 +221,26 @@ def test_billion_laughs_feed_is_parsed_without_expansion(http_server, run_pass, 
     assert peak < 60_000_000, f"{peak:,} bytes allocated"
 
 
+@pytest.mark.parametrize("kind", ["rss", "atom"])
+def test_billion_laughs_reaches_feedparser_defused(kind):
+    """feedparser drops nested entity declarations only when the DOCTYPE starts a line; veille hands it
+    a document where every declaration left is a character reference or plain text."""
+    from veille.parse import _ENTITY_DECL, defuse_doctype, parse_feed_feedparser
+
+    bomb = hostile.billion_laughs(kind, "http://127.0.0.1:9")
+    defused = defuse_doctype(bomb)
+    assert [m.group(1) for m in _ENTITY_DECL.finditer(defused)] == [b"lol0"], "only the plain-text entity is left"
+    assert b"&lol1;" not in defused.split(b"]>")[0] and b"\n<!DOCTYPE " in defused
+    parsed = parse_feed_feedparser("rires", bomb, "http://127.0.0.1:9/rires.xml")
+    assert [len(e.title) + len(e.summary) for e in parsed.entries] == [len("Bombe &lol9;") + len("&lol9;")]
+    kept = (b'<?xml version="1.0"?><!DOCTYPE rss [<!ENTITY cubed "&#179;"><!ENTITY mairie "Mairie de Vence">'
+            b'<!ENTITY bombe "&cubed;&cubed;">]><rss version="2.0"><channel><title>T</title><item>'
+            b'<title>Chauffage : 12 m&cubed; par an, &mairie;</title><link>http://127.0.0.1:9/a</link>'
+            b'</item></channel></rss>')
+    assert [e.title for e in parse_feed_feedparser("s", kept, "http://127.0.0.1:9/f").entries] == [
+        "Chauffage : 12 m³ par an, Mairie de Vence"], "safe declarations still work"
+
+
 def test_billion_laughs_sitemap_is_refused(http_server, run_pass):
     url = http_server.serve("/rires-sitemap.xml", hostile.billion_laughs("sitemap", http_server.base),
                             content_type="application/xml")

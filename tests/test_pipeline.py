@@ -84,6 +84,29 @@ def test_feed_pass_then_conditional_get_stores_nothing_new(http_server, tmp_path
     assert [tuple(r) for r in log] == [(200, 4), (304, 0)]
 
 
+
+def test_a_pass_relaxes_the_cycle_collector_only_while_it_runs(http_server, tmp_path, watch_factory):
+    """`veille fetch` raises the collector's thresholds and freezes what exists for its duration
+    (bench/ingest.py); a library user's process gets its own settings back, even after a failed pass."""
+    import gc
+
+    from veille.core import GC_THRESHOLDS
+
+    http_server.serve("/feed.xml", rss(publish(http_server)), content_type="application/rss+xml")
+    watch = watch_factory(write_sources(tmp_path / "s.yaml", feed_entry("hebdo", http_server.url("/feed.xml"))))
+    before = gc.get_threshold()
+    seen = []
+    watch.fetch(full_text=False, progress=lambda result: seen.append((gc.get_threshold(), gc.get_freeze_count())))
+    assert seen[0][0] == GC_THRESHOLDS and seen[0][1] > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+    def fail(result):
+        raise RuntimeError("the caller's progress callback fails")
+
+    with pytest.raises(RuntimeError):
+        watch.fetch(full_text=False, progress=fail)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
 def test_changed_feed_stores_only_new_entries(http_server, tmp_path, watch_factory):
     items = publish(http_server)
     http_server.serve("/feed.xml", rss(items[:2]), content_type="application/rss+xml")

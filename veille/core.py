@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import pickle
+import threading
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from .config import Settings, load_settings, load_sources
 from .errors import ConfigError, ExtractError, FetchError, ParseError, SourceError, StoreError
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from .tag import Topic
 
 log = logging.getLogger("veille")
+_T = TypeVar("_T")
 
 MAX_SITEMAP_CHILDREN = 20
 MAX_PAGES_PER_SOURCE = 100
@@ -169,7 +172,8 @@ class Watch:
         """Processes for CPU-bound parsing and extraction, so they never stall the fetching loop."""
         if self._pool is None:
             workers = self.settings.workers or os.cpu_count() or 1
-            self._pool = _InlineExecutor() if workers == 1 else ProcessPoolExecutor(max_workers=workers)
+            self._pool = (_InlineExecutor() if workers == 1
+                          else ProcessPoolExecutor(max_workers=workers, initializer=_relax_gc))
         return self._pool
 
     # -- topics -------------------------------------------------------------------------------------
@@ -204,17 +208,17 @@ class Watch:
             self._tagger_pickle = (self.tagger.rule_hash, pickle.dumps(self.tagger))
         return self._tagger_pickle
 
-    def _store_tags(self, outcomes: Sequence[tuple[int, str]], matches: Sequence[Any]) -> None:
-        """Tags of the articles a batch created or changed, stored in the batch's transaction. Articles
-        stored without tags (topics added since, a batch from an older version) are caught up by
-        `tag_pending` at the next start."""
+    def _store_tags(self, outcomes: Sequence[tuple[int, str]], rows: Sequence[Any]) -> None:
+        """Tags of the articles a batch created or changed (rows made by `tag.tag_rows` in the workers),
+        stored in the batch's transaction. Articles stored without tags (topics added since, a batch
+        from an older version) are caught up by `tag_pending` at the next start."""
         if not self.load_topics():
             return
         from . import tag
 
-        matched = [(article_id, found) for (article_id, status), found in zip(outcomes, matches)
-                   if status in ("new", "updated") and found is not None]
-        tag.store_matches(self.store, self.tagger, matched)
+        tagged = [(article_id, found) for (article_id, status), found in zip(outcomes, rows)
+                  if status in ("new", "updated") and found is not None]
+        tag.store_tag_rows(self.store, self.tagger, tagged)
 
     # -- fetching -----------------------------------------------------------------------------------
 
@@ -274,14 +278,15 @@ class Watch:
         # for 2,000 pages, growing with the pass). The bound never throttles more than `concurrency` does.
         workers = self.settings.workers or os.cpu_count() or 1
         self._page_slots = asyncio.Semaphore(self.settings.concurrency + 2 * workers)
-        async with Fetcher(self.settings) as fetcher:
-            tasks = [self._fetch_source(fetcher, s, full_text, respect_backoff) for s in sources]
-            results = []
-            for coro in asyncio.as_completed(tasks):
-                result = await coro
-                results.append(result)
-                if progress:
-                    progress(result)
+        with _relaxed_gc():
+            async with Fetcher(self.settings) as fetcher:
+                tasks = [self._fetch_source(fetcher, s, full_text, respect_backoff) for s in sources]
+                results = []
+                for coro in asyncio.as_completed(tasks):
+                    result = await coro
+                    results.append(result)
+                    if progress:
+                        progress(result)
         order = {s.id: i for i, s in enumerate(sources)}
         results.sort(key=lambda r: order[r.source_id])
         return PassResult(started_at=started, finished_at=utcnow(), sources=tuple(results))
@@ -308,15 +313,24 @@ class Watch:
                 self.store.record_not_modified(FetchLog(
                     source.id, url, started, _ms(t0), status=304, bytes=0))
                 return SourceResult(source.id, url, "not_modified", duration=time.monotonic() - t0)
-            parsed = await self._parse(source, response)
-            entries = list(parsed.entries)
-            for child in parsed.children[:MAX_SITEMAP_CHILDREN]:
-                child_response = await fetcher.fetch(child, source_id=source.id, allow_private=source.allow_private)
-                entries.extend((await self._parse(source, child_response)).entries)
+            want_pages = source.full_text if full_text is None else (full_text and source.full_text)
+            if want_pages or source.type == "sitemap":
+                parsed = await self._parse(source, response)
+                entries = list(parsed.entries)
+                for child in parsed.children[:MAX_SITEMAP_CHILDREN]:
+                    child_response = await fetcher.fetch(child, source_id=source.id,
+                                                         allow_private=source.allow_private)
+                    entries.extend((await self._parse(source, child_response)).entries)
+                count = len(entries)
+                built, complete = await self._articles(fetcher, source, entries, want_pages, started)
+            else:  # one trip to a worker, which parses, builds and matches every entry
+                parsed, built = await asyncio.get_running_loop().run_in_executor(
+                    self.pool(), _parse_and_build, source.id, source.type, response.content, response.url,
+                    response.charset, source.link_selector, started, self._tagger_blob())
+                count, complete = len(built), True
+                built = self._fresh(source, built, lambda item: item[0])
             for warning in parsed.warnings:
                 log.warning("source %s <%s>: %s", source.id, url, warning)
-            want_pages = source.full_text if full_text is None else (full_text and source.full_text)
-            built, complete = await self._articles(fetcher, source, entries, want_pages, started)
             validators = (response.etag, response.last_modified) if complete else (None, None)
             saved = self.store.save_source_batch(
                 source.id, [article for article, _ in built],
@@ -324,10 +338,10 @@ class Watch:
                 cache=[(url, *validators)] + ([(response.permanent_redirect, *validators)]
                                               if response.permanent_redirect else []),
                 title=parsed.title, moved_to=response.permanent_redirect,
-                then=lambda result: self._store_tags(result.outcomes, [matches for _, matches in built]),
+                then=lambda result: self._store_tags(result.outcomes, [rows for _, rows in built]),
             )
             return SourceResult(source.id, url, "ok", new=len(saved.new_ids), updated=len(saved.updated_ids),
-                                entries=len(entries), duration=time.monotonic() - t0)
+                                entries=count, duration=time.monotonic() - t0)
         except SourceError as e:
             return self._failed(source, url, e, started, t0, response)
         except StoreError:
@@ -380,7 +394,7 @@ class Watch:
         The articles are built and matched in the pool: SimHash and matching are CPU-bound and the main
         process is the pass's bottleneck (bench/ingest.py).
         """
-        fresh = self._fresh_entries(source, entries)
+        fresh = self._fresh(source, entries, lambda entry: entry)
         if not fresh:
             return [], True
         loop = asyncio.get_running_loop()
@@ -396,13 +410,14 @@ class Watch:
             [(e, extracted, final_url) for e, (extracted, final_url) in zip(fresh, pages)], fetched_at, tagger)
         return built, complete
 
-    def _fresh_entries(self, source: Source, entries: list[Entry]) -> list[Entry]:
-        """Entries not stored yet, or whose feed title changed; unchanged ones cost nothing more."""
-        unique: dict[str, Entry] = {}
-        for entry in entries:
-            unique.setdefault(entry.guid or entry.url, entry)
-        known = self.store.known_entries(source.id, list(unique.values()))
-        return [e for e in unique.values() if known.get(e.guid or e.url) != e.title]
+    def _fresh(self, source: Source, items: list[_T], record: Callable[[_T], Entry | Article]) -> list[_T]:
+        """Items (entries, or built articles) not stored yet or whose title changed; unchanged ones
+        cost nothing more."""
+        unique: dict[str, _T] = {}
+        for item in items:
+            unique.setdefault(record(item).guid or record(item).url, item)
+        known = self.store.known_entries(source.id, [record(item) for item in unique.values()])
+        return [item for key, item in unique.items() if known.get(key) != record(item).title]
 
     async def _page(self, fetcher: Any, source: Source, entry: Entry) -> tuple[Extracted | None, str | None]:
         from .extract import extract_page
@@ -492,20 +507,72 @@ class Watch:
 
 
 def _build_articles(items: list[tuple[Entry, Extracted | None, str | None]], fetched_at: datetime,
-                    tagger: tuple[str, bytes] | None = None) -> list[tuple[Article, list[TopicMatch] | None]]:
-    """`build_article` over one source's batch, and its topics, in a worker process (top-level so it pickles).
+                    tagger: tuple[str, bytes] | None = None) -> list[tuple[Article, tuple | None]]:
+    """`build_article` over one source's batch, with each article's tag rows (`tag.tag_rows`), in a
+    worker process (top-level so it pickles).
 
     Matching is CPU-bound and the main process is a cold pass's bottleneck, so it runs here. The tagger
     comes pickled once per pass with its rule hash and is unpickled once per worker.
     """
     from .extract import build_article
+    from .tag import tag_rows
 
     matcher = _worker_tagger(*tagger) if tagger else None
     built = []
     for entry, extracted, final_url in items:
         article = build_article(entry, extracted, fetched_at, final_url)
-        built.append((article, matcher.match(article.title, article.summary, article.text) if matcher else None))
+        built.append((article, tag_rows(matcher, matcher.match(article.title, article.summary, article.text))
+                      if matcher else None))
     return built
+
+
+def _parse_and_build(source_id: str, source_type: str, content: bytes, url: str, charset: str | None,
+                     link_selector: str | None, fetched_at: datetime, tagger: tuple[str, bytes] | None,
+                     ) -> tuple[Any, list[tuple[Article, tuple | None]]]:
+    """Parse a document and build every entry into an article, in one trip to a worker: the entries
+    do not travel to the main process and back. Building the entries the archive already has costs
+    the worker ~0.2 ms each, less than the round trip it saves (bench/ingest.py)."""
+    from dataclasses import replace
+
+    from .parse import parse_document
+
+    parsed = parse_document(source_id, source_type, content, url, charset, link_selector)
+    built = _build_articles([(entry, None, None) for entry in parsed.entries], fetched_at, tagger)
+    return replace(parsed, entries=()), built
+
+
+GC_THRESHOLDS = (50_000, 20, 20)
+"""Cycle-collector thresholds during a pass, in the main process and the workers. A pass allocates
+millions of small acyclic objects (entries, articles, rows, pickles): at Python's default (700, 10, 10)
+the collector ran thousands of times and cost about a tenth of a cold pass (bench/ingest.py)."""
+
+
+def _relax_gc() -> None:
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+_gc_lock = threading.Lock()
+_gc_passes: list[tuple[int, int, int]] = []
+"""The thresholds found by each pass running in this process (passes may overlap in threads)."""
+
+
+@contextlib.contextmanager
+def _relaxed_gc() -> Any:
+    """`GC_THRESHOLDS` for the duration of a pass; what was allocated before (modules, configuration,
+    the tagger) is frozen out of the collector's scans. The first pass in sets them, the last out
+    restores what it found."""
+    with _gc_lock:
+        _gc_passes.append(gc.get_threshold())
+        gc.freeze()
+        _relax_gc()
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            previous = _gc_passes.pop()
+            if not _gc_passes:
+                gc.set_threshold(*previous)
+                gc.unfreeze()
 
 
 _TAGGERS: dict[str, Any] = {}

@@ -319,6 +319,7 @@ class Tagger:
         # `_pattern`s for texts without and with œ/æ.
         self._patterns: tuple[dict[int, tuple[re.Pattern[bytes], bytes]], ...] = ({}, {})
         self.rule_hash = topics_hash(self.topics)
+        self.topic_hashes = {t.id: t.rule_hash for t in self.topics}
 
     # -- compilation ---------------------------------------------------------------------------------
 
@@ -779,23 +780,41 @@ def tag_articles(store: "Store", tagger: Tagger, article_ids: Iterable[int]) -> 
     return tagged
 
 
+TagRow = tuple[str, int, str, str]
+"""One stored tag: (topic_id, score, hits JSON, rule_hash), as `article_topics` holds it."""
+
+
+def tag_rows(tagger: Tagger, matches: Sequence[TopicMatch]) -> tuple[TagRow, ...]:
+    """An article's matches as the rows `store_tag_rows` writes. The pipeline makes them in its worker
+    processes: a row is four plain values, where a `TopicMatch` with its `Hit`s is a dozen objects to
+    pickle, send and rebuild in the main process."""
+    hashes = tagger.topic_hashes
+    return tuple((m.topic_id, m.score, _hits_json(m.hits), hashes[m.topic_id]) for m in matches)
+
+
 def store_matches(store: "Store", tagger: Tagger, matched: Sequence[tuple[int, Sequence[TopicMatch]]],
                   synced: bool = False) -> int:
-    """Store tags matched elsewhere (the pipeline matches in its worker processes); returns how many
-    articles got a topic. Each article's tags become exactly `matched`'s."""
+    """Store tags matched elsewhere; returns how many articles got a topic. Each article's tags become
+    exactly `matched`'s."""
+    return store_tag_rows(store, tagger, [(article_id, tag_rows(tagger, matches)) for article_id, matches in matched],
+                          synced)
+
+
+def store_tag_rows(store: "Store", tagger: Tagger, tagged: Sequence[tuple[int, Sequence[TagRow]]],
+                   synced: bool = False) -> int:
+    """`store_matches` for rows made by `tag_rows` (in the pipeline's workers)."""
     from .store import iso, utcnow
 
-    if not matched:
+    if not tagged:
         return 0
     if not synced:
         active = {topic_id for topic_id, state in store.topic_states().items() if state.active}
         if active != {t.id for t in tagger.topics}:
             sync_topics(store, tagger.topics)
-    hashes = {t.id: t.rule_hash for t in tagger.topics}
-    tags = [(article_id, m.topic_id, m.score, _hits_json(m.hits), hashes[m.topic_id])
-            for article_id, matches in matched for m in matches]
-    store.store_article_tags([article_id for article_id, _ in matched], tags, tagger.rule_hash, iso(utcnow()))
-    return sum(1 for _, matches in matched if matches)
+    store.store_article_tags([article_id for article_id, _ in tagged],
+                             [(article_id, *row) for article_id, rows in tagged for row in rows],
+                             tagger.rule_hash, iso(utcnow()))
+    return sum(1 for _, rows in tagged if rows)
 
 
 def tag_pending(store: "Store", tagger: Tagger) -> int:

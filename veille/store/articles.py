@@ -228,16 +228,9 @@ class ArticlesMixin:
                            moved_to: str | None, then: Callable[[SaveResult], None] | None) -> SaveResult:
         with self.transaction():
             self._clusters().refresh(self.conn)  # rows other processes committed since the last batch
-            new_ids: list[int] = []
-            updated_ids: list[int] = []
-            outcomes = []
-            for article in articles:
-                article_id, status = self._upsert_article(article)
-                outcomes.append((article_id, status))
-                if status == "new":
-                    new_ids.append(article_id)
-                elif status == "updated":
-                    updated_ids.append(article_id)
+            outcomes = self._upsert_articles(articles)
+            new_ids = [article_id for article_id, status in outcomes if status == "new"]
+            updated_ids = [article_id for article_id, status in outcomes if status == "updated"]
             for url, etag, last_modified in cache:
                 self._cache_put(url, etag, last_modified, log.started_at)
             final_log = FetchLog(**{**log.__dict__, "new_count": len(new_ids), "updated_count": len(updated_ids)})
@@ -248,67 +241,109 @@ class ArticlesMixin:
                 then(result)
         return result
 
-    def _find_article(self: "Store", article: Article) -> sqlite3.Row | None:
-        if article.guid:
-            row = self.conn.execute("SELECT * FROM articles WHERE source_id = ? AND guid = ?",
-                                    (article.source_id, article.guid)).fetchone()
-            if row:
-                return row
-        urls = list(dict.fromkeys([article.canonical_url, *article.urls]))
-        marks = ",".join("?" * len(urls))
-        return self.conn.execute(
-            f"SELECT a.* FROM article_urls u JOIN articles a ON a.id = u.article_id WHERE u.url IN ({marks}) "
-            "LIMIT 1", urls).fetchone()
+    def _upsert_articles(self: "Store", articles: list[Article]) -> list[tuple[int, str]]:
+        """Insert or update a batch of articles: bulk lookups, then one multi-row statement per table.
 
-    def _upsert_article(self: "Store", article: Article) -> tuple[int, str]:
+        Each INSERT statement makes FTS5 flush its pending terms into a new index segment (the full-text
+        trigger runs inside the statement's savepoint): row by row, that was one segment per article
+        and half of a cold pass's storing time; one multi-row INSERT per batch writes one. Ids are
+        assigned here (the transaction holds the write lock), and entries that meet again within the
+        batch (same guid, URL or canonical URL) are resolved in memory exactly as one by one.
+        """
         from . import iso, paris_week
 
-        existing = self._find_article(article)
-        urls = list(dict.fromkeys([article.canonical_url, article.url, *article.urls]))
-        if existing is not None:
-            article_id = existing["id"]
-            changed = (
-                existing["title"] != article.title
-                or existing["text"] != article.text
-                or existing["summary"] != article.summary
-            ) and existing["source_id"] == article.source_id
-            if changed:
-                self.conn.execute(
-                    "UPDATE articles SET title = ?, text = ?, summary = ?, author = COALESCE(?, author), "
-                    "lang = COALESCE(?, lang), text_source = ?, simhash = ?, updated_at = ? WHERE id = ?",
-                    (article.title, article.text, article.summary, article.author, article.lang,
-                     article.text_source, article.simhash, iso(article.fetched_at), article_id),
-                )
-                self._clusters().add(article_id, article.simhash, existing["cluster_id"],
-                                     article.published_at if not existing["published_at"] else
-                                     datetime.fromisoformat(existing["published_at"].replace("Z", "+00:00")))
-            self._add_urls(article_id, urls)
-            return article_id, "updated" if changed else "same"
-        clash = self.conn.execute("SELECT id FROM articles WHERE canonical_url = ?",
-                                  (article.canonical_url,)).fetchone()
-        if clash is not None:  # same canonical URL under another guid: one article, several guids
-            self._add_urls(clash["id"], urls)
-            return clash["id"], "same"
-        cluster_id = self._clusters().find(article.simhash, article.published_at)
-        if cluster_id is None:
-            cluster_id = self.conn.execute("INSERT INTO clusters (created_at) VALUES (?)",
-                                           (iso(article.fetched_at),)).lastrowid
-        article_id = self.conn.execute(
-            "INSERT INTO articles (source_id, guid, url, canonical_url, title, author, summary, text, "
-            "text_source, lang, published_at, date_is_fallback, fetched_at, updated_at, cluster_id, simhash, week) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (article.source_id, article.guid, article.url, article.canonical_url, article.title,
-             article.author, article.summary, article.text, article.text_source, article.lang,
-             iso(article.published_at), int(article.date_is_fallback), iso(article.fetched_at),
-             iso(article.fetched_at), cluster_id, article.simhash, paris_week(article.published_at)),
-        ).lastrowid
-        self._add_urls(article_id, urls)
-        self._clusters().add(article_id, article.simhash, cluster_id, article.published_at)
-        return article_id, "new"
+        if not articles:
+            return []
+        conn = self.conn
+        columns = "a.id, a.source_id, a.title, a.summary, a.text, a.cluster_id, a.published_at"  # _Stored's
+        insert = ("INSERT INTO articles (id, source_id, guid, url, canonical_url, title, author, summary, text, "
+                  "text_source, lang, published_at, date_is_fallback, fetched_at, updated_at, cluster_id, "
+                  "simhash, week) VALUES ")
+        by_guid: dict[tuple[str, str], _Stored] = {}
+        for source_id in {a.source_id for a in articles}:
+            guids = list({a.guid for a in articles if a.guid and a.source_id == source_id})
+            for chunk in _chunks(guids):
+                for row in conn.execute(f"SELECT a.guid, {columns} FROM articles a WHERE a.source_id = ? "
+                                        f"AND a.guid IN ({','.join('?' * len(chunk))})", [source_id, *chunk]):
+                    by_guid[(source_id, row[0])] = _Stored(*row[1:])
+        by_url: dict[str, _Stored] = {}
+        for chunk in _chunks(list({u for a in articles for u in (a.canonical_url, *a.urls) if u})):
+            for row in conn.execute(f"SELECT u.url, {columns} FROM article_urls u JOIN articles a ON a.id = "
+                                    f"u.article_id WHERE u.url IN ({','.join('?' * len(chunk))})", chunk):
+                by_url[row[0]] = _Stored(*row[1:])
+        by_canonical: dict[str, _Stored] = {}
+        for chunk in _chunks(list({a.canonical_url for a in articles})):
+            for row in conn.execute(f"SELECT a.canonical_url, {columns} FROM articles a "
+                                    f"WHERE a.canonical_url IN ({','.join('?' * len(chunk))})", chunk):
+                by_canonical[row[0]] = _Stored(*row[1:])
 
-    def _add_urls(self: "Store", article_id: int, urls: list[str]) -> None:
-        self.conn.executemany("INSERT OR IGNORE INTO article_urls (url, article_id) VALUES (?, ?)",
-                              [(u, article_id) for u in urls if u])
+        index = self._clusters()
+        next_id = (conn.execute("SELECT max(id) FROM articles").fetchone()[0] or 0) + 1
+        next_cluster = (conn.execute("SELECT max(id) FROM clusters").fetchone()[0] or 0) + 1
+        pending: dict[int, list] = {}
+        """Rows of the articles this batch creates, by id, written after the loop."""
+        new_clusters: list[tuple[int, str | None]] = []
+        url_rows: list[tuple[str, int]] = []
+        outcomes: list[tuple[int, str]] = []
+        for article in articles:
+            urls = [u for u in dict.fromkeys((article.canonical_url, article.url, *article.urls)) if u]
+            stored = by_guid.get((article.source_id, article.guid)) if article.guid else None
+            if stored is None:
+                stored = next((by_url[u] for u in (article.canonical_url, *article.urls) if u in by_url), None)
+            status = "same"
+            if stored is None and article.canonical_url in by_canonical:
+                stored = by_canonical[article.canonical_url]  # same canonical URL under another guid
+            elif stored is not None:
+                if stored.source_id == article.source_id and (
+                        stored.title != article.title or stored.text != article.text
+                        or stored.summary != article.summary):
+                    status = "updated"
+                    row = pending.get(stored.id)
+                    if row is None:
+                        conn.execute(
+                            "UPDATE articles SET title = ?, text = ?, summary = ?, author = COALESCE(?, author), "
+                            "lang = COALESCE(?, lang), text_source = ?, simhash = ?, updated_at = ? WHERE id = ?",
+                            (article.title, article.text, article.summary, article.author, article.lang,
+                             article.text_source, article.simhash, iso(article.fetched_at), stored.id),
+                        )
+                    else:  # stored earlier in this batch: not written yet, the same change on its row
+                        row[5], row[7], row[8], row[9], row[16] = (article.title, article.summary, article.text,
+                                                                   article.text_source, article.simhash)
+                        row[6], row[10] = article.author or row[6], article.lang or row[10]
+                        row[14] = iso(article.fetched_at)
+                    stored.title, stored.text, stored.summary = article.title, article.text, article.summary
+                    index.add(stored.id, article.simhash, stored.cluster_id,
+                              datetime.fromisoformat(stored.published_at.replace("Z", "+00:00")))
+            else:
+                status = "new"
+                cluster_id = index.find(article.simhash, article.published_at)
+                if cluster_id is None:
+                    cluster_id, next_cluster = next_cluster, next_cluster + 1
+                    new_clusters.append((cluster_id, iso(article.fetched_at)))
+                published = iso(article.published_at)
+                fetched = iso(article.fetched_at)
+                stored = _Stored(next_id, article.source_id, article.title, article.summary, article.text,
+                                 cluster_id, published)
+                next_id += 1
+                pending[stored.id] = [
+                    stored.id, article.source_id, article.guid, article.url, article.canonical_url, article.title,
+                    article.author, article.summary, article.text, article.text_source, article.lang, published,
+                    int(article.date_is_fallback), fetched, fetched, cluster_id, article.simhash,
+                    paris_week(article.published_at)]
+                index.add(stored.id, article.simhash, cluster_id, article.published_at)
+                if article.guid:
+                    by_guid[(article.source_id, article.guid)] = stored
+                by_canonical[article.canonical_url] = stored
+            for url in urls:
+                by_url.setdefault(url, stored)
+            url_rows.extend((url, stored.id) for url in urls)
+            outcomes.append((stored.id, status))
+        conn.executemany("INSERT INTO clusters (id, created_at) VALUES (?, ?)", new_clusters)
+        for chunk in _chunks(list(pending.values()), 400):
+            conn.execute(insert + ",".join(["(" + ",".join("?" * 18) + ")"] * len(chunk)),
+                         [value for row in chunk for value in row])
+        conn.executemany("INSERT OR IGNORE INTO article_urls (url, article_id) VALUES (?, ?)", url_rows)
+        return outcomes
 
     def _clusters(self: "Store") -> "ClusterIndex":
         """The SimHash index (`_save_source_batch` refreshes it once per transaction)."""
@@ -329,6 +364,17 @@ class ArticlesMixin:
         with self.transaction():
             return self.conn.execute("DELETE FROM fetch_log WHERE started_at < ?",
                                      (iso(utcnow() - older_than),)).rowcount
+
+
+class _Stored:
+    """What `_upsert_articles` needs of a stored article (or of one the batch stores)."""
+
+    __slots__ = ("id", "source_id", "title", "summary", "text", "cluster_id", "published_at")
+
+    def __init__(self, id: int, source_id: str, title: str, summary: str, text: str, cluster_id: int,
+                 published_at: str) -> None:
+        self.id, self.source_id, self.cluster_id, self.published_at = id, source_id, cluster_id, published_at
+        self.title, self.summary, self.text = title, summary, text
 
 
 def _chunks(items: list, size: int = 500) -> Iterable[list]:
