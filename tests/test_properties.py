@@ -129,6 +129,20 @@ def test_archive_text_cleaning_is_stable(value):
 
 
 @PROFILE
+@given(st.text(alphabet=st.sampled_from(list(" \t\n\r\x0b\x0c\x1c\x85\xa0\u2028\u2029\u3000\u202fab")) | st.characters(),
+               max_size=200))
+def test_text_cleaning_folds_spaces_as_its_definition_says(value):
+    """clean_text folds lines with str.split (fast); the definition is the regex it replaced: runs of
+    whitespace other than a newline become one space, lines are stripped, blank lines separate paragraphs."""
+    from veille import parse
+
+    text = parse._normalise(value.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " "))
+    blocks = ("\n".join(line for line in (re.sub(r"[^\S\n]+", " ", line).strip() for line in block.split("\n")) if line)
+              for block in re.split(r"\n\s*\n", text))
+    assert parse_text(value) == "\n\n".join(block for block in blocks if block)
+
+
+@PROFILE
 @given(st.one_of(st.text(max_size=80), url_parts,
                  st.sampled_from(["javascript:alert(1)", "JaVaScRiPt:alert(1)", " javascript:x", "data:text/html,x",
                                   "http://exemple.fr/\"onmouseover=\"x", "vbscript:x", "//exemple.fr/a",
