@@ -144,7 +144,7 @@ def test_cli_on_a_size_limited_file_fails_cleanly_then_recovers(tmp_path, corpus
     assert hostile.run_cli([*argv, "--source", "journal-0", "--no-full-text"], PASS_ENV, tmp_path / "first.log") == 0
     first = hostile.archive_snapshot(db).articles
     log = tmp_path / "full.log"
-    process = hostile.cli_process(argv, PASS_ENV, log, file_size_limit=db.stat().st_size + 8192)
+    process = hostile.cli_process(argv, PASS_ENV, log, file_size_limit=16 * 1024)  # a WAL of 3 pages
     process.join(120)
     output = log.read_text()
     assert process.exitcode == 1, output

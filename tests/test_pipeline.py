@@ -406,3 +406,54 @@ def test_sources_list_shows_each_source_state(http_server, tmp_path):
     CliRunner().invoke(main, [*base, "fetch"], env=env)
     after = json.loads(CliRunner().invoke(main, [*base, "sources", "list", "--json"], env=env).output)
     assert after["state"].startswith("disabled: 410 Gone")
+
+
+# -- group commit -----------------------------------------------------------------------------------
+
+
+def _batch(source_id: str, n: int, *, fail: bool = False):
+    from datetime import datetime, timezone
+
+    from veille.store.articles import FetchLog, SourceBatch
+    from veille.types import Article
+
+    now = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
+    owner = "inconnue" if fail else source_id  # an unknown source: the foreign key refuses the article
+    articles = [Article(source_id=owner, url=f"http://127.0.0.1:9/{owner}/{i}",
+                        canonical_url=f"http://127.0.0.1:9/{owner}/{i}", title=f"Article {i} de {source_id}",
+                        text=f"Texte {i} de {source_id} sur la fibre optique.", text_source="feed",
+                        published_at=now, fetched_at=now) for i in range(n)]
+    return SourceBatch(source_id, articles, FetchLog(source_id, f"http://127.0.0.1:9/{source_id}.xml", now, 1, 200))
+
+
+def test_sources_finishing_together_are_stored_in_one_transaction(tmp_path, watch_factory):
+    """The group writer: batches queued in the same loop turn share one transaction, each lands whole
+    with its log line, and a batch failing for its own reason fails alone."""
+    import asyncio
+
+    from veille.core import _GroupWriter
+
+    ids = ["a", "b", "c", "d"]
+    watch = watch_factory(write_sources(tmp_path / "s.yaml", *(feed_entry(i, f"http://127.0.0.1:9/{i}.xml") for i in ids)))
+    watch.store.sync_sources(watch.load_sources())
+    transactions = []
+    watch.store.conn.set_trace_callback(lambda sql: transactions.append(sql) if sql.startswith("BEGIN") else None)
+
+    async def run(batches):
+        writer = _GroupWriter(watch)
+        return await asyncio.gather(*(writer.save(b) for b in batches), return_exceptions=True)
+
+    results = asyncio.run(run([_batch("a", 3), _batch("b", 2), _batch("c", 4)]))
+    assert [len(r.new_ids) for r in results] == [3, 2, 4]
+    assert len(transactions) == 1, "three sources, one transaction"
+    logged = rows(watch, "SELECT source_id, new_count FROM fetch_log ORDER BY source_id")
+    assert [tuple(r) for r in logged] == [("a", 3), ("b", 2), ("c", 4)]
+
+    transactions.clear()
+    results = asyncio.run(run([_batch("d", 2), _batch("a", 1, fail=True), _batch("b", 3)]))
+    assert isinstance(results[1], sqlite3.IntegrityError), "the bad batch gets its own error"
+    assert [len(results[0].new_ids), len(results[2].new_ids)] == [2, 1], "b's first two were stored before"
+    counts = {r[0]: r[1] for r in rows(watch, "SELECT source_id, count(*) FROM articles GROUP BY source_id")}
+    assert counts == {"a": 3, "b": 3, "c": 4, "d": 2}, "nothing of the bad batch, everything of the others"
+    assert len(transactions) == 4, "the group, then each batch alone"
+    assert rows(watch, "PRAGMA integrity_check")[0][0] == "ok"

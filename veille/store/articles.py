@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from ..types import Article, Entry, Source
 
@@ -48,6 +48,19 @@ class FetchLog:
     updated_count: int = 0
     reason: str | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceBatch:
+    """What one source's pass stores: its articles (new, changed or seen again), the fetch log line,
+    the HTTP validators to keep (url, etag, last_modified), and what the feed says of itself."""
+
+    source_id: str
+    articles: Sequence[Article]
+    log: FetchLog
+    cache: Sequence[tuple[str, str | None, str | None]] = ()
+    title: str | None = None
+    moved_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,9 +147,9 @@ class ArticlesMixin:
             )
 
     def record_not_modified(self: "Store", log: FetchLog) -> None:
-        with self.transaction():
-            self._insert_log(log)
-            self._mark_source_ok(log.source_id, log.started_at, 0, None, None)
+        """A 304: the source is healthy and nothing changed (`save_source_batches` with no article
+        records the same, in a group)."""
+        self.save_source_batches([SourceBatch(log.source_id, (), log)])
 
     def _insert_log(self: "Store", log: FetchLog) -> None:
         from . import iso
@@ -217,31 +230,36 @@ class ArticlesMixin:
         runs inside that transaction with the result (the pipeline stores the batch's tags there), so
         what it writes lands with the batch or not at all, for the price of one commit.
         """
+        batch = SourceBatch(source_id, articles, log, cache, title, moved_to)
+        return self.save_source_batches([batch], None if then is None else lambda results: then(results[0]))[0]
+
+    def save_source_batches(self: "Store", batches: Sequence[SourceBatch],
+                            then: Callable[[list[SaveResult]], None] | None = None) -> list[SaveResult]:
+        """`save_source_batch` for several sources in one transaction (the pipeline's group commit):
+        each batch lands whole with the others, or none does."""
         try:
-            return self._save_source_batch(source_id, articles, log, cache, title, moved_to, then)
+            with self.transaction():
+                self._clusters().refresh(self.conn)  # rows other processes committed since the last batch
+                outcomes = self._upsert_articles([a for batch in batches for a in batch.articles])
+                results = []
+                for batch in batches:
+                    mine, outcomes = outcomes[:len(batch.articles)], outcomes[len(batch.articles):]
+                    new = sum(1 for _, status in mine if status == "new")
+                    updated = sum(1 for _, status in mine if status == "updated")
+                    for url, etag, last_modified in batch.cache:
+                        self._cache_put(url, etag, last_modified, batch.log.started_at)
+                    self._insert_log(replace(batch.log, new_count=new, updated_count=updated))
+                    self._mark_source_ok(batch.source_id, batch.log.started_at, new, batch.title, batch.moved_to)
+                    results.append(SaveResult(tuple(i for i, status in mine if status == "new"),
+                                              tuple(i for i, status in mine if status == "updated"), tuple(mine)))
+                if then is not None:
+                    then(results)
+            return results
         except BaseException:
-            self._cluster_index = None  # it may hold rows of the rolled-back batch
+            self._cluster_index = None  # it may hold rows of the rolled-back batches
             raise
 
-    def _save_source_batch(self: "Store", source_id: str, articles: list[Article], log: FetchLog,
-                           cache: list[tuple[str, str | None, str | None]], title: str | None,
-                           moved_to: str | None, then: Callable[[SaveResult], None] | None) -> SaveResult:
-        with self.transaction():
-            self._clusters().refresh(self.conn)  # rows other processes committed since the last batch
-            outcomes = self._upsert_articles(articles)
-            new_ids = [article_id for article_id, status in outcomes if status == "new"]
-            updated_ids = [article_id for article_id, status in outcomes if status == "updated"]
-            for url, etag, last_modified in cache:
-                self._cache_put(url, etag, last_modified, log.started_at)
-            final_log = FetchLog(**{**log.__dict__, "new_count": len(new_ids), "updated_count": len(updated_ids)})
-            self._insert_log(final_log)
-            self._mark_source_ok(source_id, log.started_at, len(new_ids), title, moved_to)
-            result = SaveResult(tuple(new_ids), tuple(updated_ids), tuple(outcomes))
-            if then is not None:
-                then(result)
-        return result
-
-    def _upsert_articles(self: "Store", articles: list[Article]) -> list[tuple[int, str]]:
+    def _upsert_articles(self: "Store", articles: Sequence[Article]) -> list[tuple[int, str]]:
         """Insert or update a batch of articles: bulk lookups, then one multi-row statement per table.
 
         Each INSERT statement makes FTS5 flush its pending terms into a new index segment (the full-text
@@ -346,7 +364,7 @@ class ArticlesMixin:
         return outcomes
 
     def _clusters(self: "Store") -> "ClusterIndex":
-        """The SimHash index (`_save_source_batch` refreshes it once per transaction)."""
+        """The SimHash index (`save_source_batches` refreshes it once per transaction)."""
         index = getattr(self, "_cluster_index", None)
         if index is None:
             from .clusters import ClusterIndex  # numpy: imported only by passes that store articles
