@@ -155,6 +155,33 @@ def test_digest_links_are_plain_http(url):
         assert not re.search(r"[\s<>\"'`\\\x00-\x1f\x7f\u202a-\u202e]", result)
 
 
+
+@PROFILE
+@given(st.text(max_size=80), st.text(max_size=200), st.text(max_size=300), st.text(max_size=40),
+       st.booleans())
+def test_parsed_entries_are_already_clean(title, description, content, author, as_html):
+    """build_article(parsed=True) trusts parse's text fields to be clean_text's fixed points: hold
+    both parse paths (lxml and feedparser) to it, whatever a feed carries."""
+    from xml.sax.saxutils import escape
+
+    from veille.parse import parse_feed, parse_feed_feedparser
+
+    def xml(value: str) -> str:
+        value = re.sub("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]", "", value)
+        return escape(f"<p>{value}</p><p>{value}</p>" if as_html else value)
+
+    feed = (f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0" xmlns:content='
+            f'"http://purl.org/rss/1.0/modules/content/" xmlns:dc="http://purl.org/dc/elements/1.1/"><channel>'
+            f"<title>Flux</title><item><title>{xml(title)}</title><link>http://127.0.0.1:9/a</link>"
+            f"<description>{xml(description)}</description><content:encoded>{xml(content)}</content:encoded>"
+            f"<dc:creator>{xml(author)}</dc:creator></item></channel></rss>").encode("utf-8")
+    for parse in (parse_feed, parse_feed_feedparser):
+        for entry in parse("s", feed, "http://127.0.0.1:9/flux.xml").entries:
+            assert parse_text(entry.title, multiline=False) == entry.title
+            assert parse_text(entry.summary) == entry.summary
+            assert parse_text(entry.content) == entry.content
+            assert parse_text(entry.author, multiline=False) == (entry.author or "")
+
 # -- topic matching -------------------------------------------------------------------------------
 
 

@@ -581,7 +581,7 @@ def _build_articles(items: list[tuple[Entry, Extracted | None, str | None]], fet
     matcher = _worker_tagger(*tagger) if tagger else None
     built = []
     for entry, extracted, final_url in items:
-        article = build_article(entry, extracted, fetched_at, final_url)
+        article = build_article(entry, extracted, fetched_at, final_url, parsed=True)
         built.append((article, tag_rows(matcher, matcher.match(article.title, article.summary, article.text))
                       if matcher else None))
     return built

@@ -239,8 +239,10 @@ class ArticlesMixin:
         each batch lands whole with the others, or none does."""
         try:
             with self.transaction():
-                self._clusters().refresh(self.conn)  # rows other processes committed since the last batch
-                outcomes = self._upsert_articles([a for batch in batches for a in batch.articles])
+                articles = [a for batch in batches for a in batch.articles]
+                if articles:  # a pass of 304s never loads the SimHash index (nor numpy)
+                    self._clusters().refresh(self.conn)  # rows other processes committed since the last batch
+                outcomes = self._upsert_articles(articles)
                 results = []
                 for batch in batches:
                     mine, outcomes = outcomes[:len(batch.articles)], outcomes[len(batch.articles):]
