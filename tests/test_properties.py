@@ -175,12 +175,53 @@ def test_parsed_entries_are_already_clean(title, description, content, author, a
             f"<title>Flux</title><item><title>{xml(title)}</title><link>http://127.0.0.1:9/a</link>"
             f"<description>{xml(description)}</description><content:encoded>{xml(content)}</content:encoded>"
             f"<dc:creator>{xml(author)}</dc:creator></item></channel></rss>").encode("utf-8")
-    for parse in (parse_feed, parse_feed_feedparser):
-        for entry in parse("s", feed, "http://127.0.0.1:9/flux.xml").entries:
+    kind = "html" if as_html else "text"
+    atom = (f'<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"><title>Flux</title>'
+            f'<id>urn:x:flux</id><entry><id>urn:x:1</id><title type="{kind}">{xml(title)}</title>'
+            f'<link href="http://127.0.0.1:9/a"/><summary type="{kind}">{xml(description)}</summary>'
+            f'<content type="{kind}">{xml(content)}</content><author><name>{xml(author)}</name></author>'
+            f"<updated>2026-11-24T08:00:00Z</updated></entry></feed>").encode("utf-8")
+    for parse, document in ((parse_feed, feed), (parse_feed_feedparser, feed), (parse_feed, atom),
+                            (parse_feed_feedparser, atom)):
+        for entry in parse("s", document, "http://127.0.0.1:9/flux.xml").entries:
             assert parse_text(entry.title, multiline=False) == entry.title
             assert parse_text(entry.summary) == entry.summary
             assert parse_text(entry.content) == entry.content
             assert parse_text(entry.author, multiline=False) == (entry.author or "")
+
+
+def _absolute_url_definition(href, base):
+    """veille.parse.absolute_url as first written (urljoin, then checks); the fast path must agree."""
+    from urllib.parse import urljoin, urlsplit
+
+    if not href:
+        return None
+    href = href.strip().replace(" ", "%20")
+    try:
+        url = urljoin(base or "", href) if base else href
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or any(c in url for c in "\n\t<>\""):
+        return None
+    return url
+
+
+link_piece = st.sampled_from(["http://", "https://", "HTTP://", "//", "/", "./", "../", "?", "#", ";", ":", "@",
+                              "[", "]", "mairie.fr", "a", "b", "x=1", "%20", " ", "\t", "\n", "\r", "<", '"', "..",
+                              "é", "\x00"])
+
+
+@PROFILE
+@given(st.one_of(st.lists(link_piece, max_size=8).map("".join), st.text(max_size=40)),
+       st.one_of(st.none(), st.just(""), st.sampled_from(["http://127.0.0.1:9/flux.xml", "https://127.0.0.1:9/a/b?c#d",
+                                                        "http://127.0.0.1:9", "  http://127.0.0.1:9/",
+                                                        "HTTP://127.0.0.1:9/a", "http://127.0.0.1:9/a;p?q"]),
+                 st.text(max_size=20)))
+def test_absolute_url_fast_path_agrees_with_urljoin(href, base):
+    from veille.parse import absolute_url
+
+    assert absolute_url(href, base) == _absolute_url_definition(href, base)
 
 # -- topic matching -------------------------------------------------------------------------------
 

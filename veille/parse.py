@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_tz
 from html.entities import name2codepoint
 from typing import Iterable, Iterator, Literal, NamedTuple
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin, urlparse, urlsplit, urlunparse
 from zoneinfo import ZoneInfo
 
 from lxml import etree
@@ -321,7 +321,10 @@ def element_text(root: etree._Element) -> str:
             if el.tail and el is not root:
                 words.append(el.tail)
     end_paragraph()
-    return _normalise("\n\n".join(paragraphs))
+    text = "\n\n".join(paragraphs)
+    normal = _normalise(text)
+    # A repair (a control character dropped, mojibake fixed) can empty a line or join spaces: fold again.
+    return normal if normal == text else clean_text(normal)
 
 
 def plain_text(text: str | None) -> str:
@@ -466,6 +469,12 @@ def absolute_url(href: str | None, base: str | None) -> str | None:
         return None
     href = href.strip().replace(" ", "%20")  # browsers encode the spaces some CMSs leave in links
     try:
+        if href.startswith(("http://", "https://")) and (not base or base.startswith(("http://", "https://"))):
+            # Already absolute (most links in feeds): what urljoin would return, for half its cost.
+            parts = urlparse(href)
+            if parts.netloc:
+                url = urlunparse(parts) if base and base.startswith(parts.scheme + ":") else href
+                return url if not any(c in url for c in "\n\t<>\"") else None
         url = urljoin(base or "", href) if base else href
         parts = urlsplit(url)
     except ValueError:
