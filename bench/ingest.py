@@ -23,11 +23,13 @@ printed. Concurrency 4 is the fastest on loopback: httpcore's pool costs ~1 ms o
 connections, ~2 ms at 16 and ~8 ms at 64. `--profile` adds a cProfile run of the cold pass split by
 pipeline stage. Run it on a quiet machine: the table prints the load average it started with.
 
-Measured on the 2-core development machine (2026-11-25, 1,000 feeds x 20, default topics): cold pass
-18.2 s = 55 feeds/s (target >= 150), warm pass 1.29 s (target <= 1.5), peak RSS 97 / 52 / 92 MB (target
-<= 200); the extraction pool gave 1.72x single-process extract_page in one quiet run and 1.08x in the last
-(target >= 1.7x). Parsing, build_article (SimHash) and topic matching run in the workers; the main process
-fetches, writes one transaction per source (FTS5 and per-week triggers) and stores the tags.
+Measured on the 2-core development machine on 2026-11-26, a day it ran 2.4x slower than the day before
+(1,000 feeds x 20, default topics): cold pass 19.2-23.2 s = 43-52 feeds/s (target >= 150), where the code of
+the day before took 37.5-42.4 s run alternately with it; warm pass 3.05-3.41 s (1.29 s the day before;
+target <= 1.5); peak RSS 137 / 52 / 117 MB (target <= 200); extraction pool 2.06x and 1.67x single-process
+extract_page (target >= 1.7x). Both cores are busy for the whole cold pass (workers: parse, build_article
+with SimHash, topic matching; main process: fetching, and SQLite writing each group of finished sources in
+one transaction), so only less CPU work makes it faster. README.md explains where the time goes.
 """
 
 from __future__ import annotations
@@ -413,10 +415,12 @@ STAGES = [
     ("parse feeds", "veille/parse.py", "parse_document"),
     ("build_article (without simhash)", "veille/extract.py", "build_article"),
     ("  simhash", "veille/dedupe.py", "simhash"),
-    ("store: save_source_batch", "veille/store/articles.py", "save_source_batch"),
-    ("  of which _find_cluster", "veille/store/articles.py", "_find_cluster"),
-    ("  of which sqlite3 execute (all)", "~", "<method 'execute' of 'sqlite3.Connection' objects>"),
-    ("tag_articles", "veille/tag.py", "tag_articles"),
+    ("topic matching", "veille/tag.py", "match"),
+    ("tag rows (hits as JSON)", "veille/tag.py", "tag_rows"),
+    ("store: save_source_batches", "veille/store/articles.py", "save_source_batches"),
+    ("  of which cluster lookups", "veille/store/clusters.py", "find"),
+    ("  of which sqlite3 execute", "~", "<method 'execute' of 'sqlite3.Connection' objects>"),
+    ("  of which sqlite3 executemany", "~", "<method 'executemany' of 'sqlite3.Connection' objects>"),
     ("imports", "<frozen importlib._bootstrap>", "_find_and_load"),
 ]
 
