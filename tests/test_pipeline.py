@@ -175,6 +175,42 @@ def test_syndicated_near_duplicate_joins_the_story_cluster(http_server, tmp_path
     assert len(set(others)) == 3 and clusters[STORIES[1].title] not in others
 
 
+def test_hashes_of_another_simhash_version_are_recomputed_before_the_pass(http_server, tmp_path, watch_factory):
+    """An archive from before a change of the SimHash function: its hashes cannot be compared with new
+    ones, so the next pass recomputes them first, and a syndicated copy still finds its story."""
+    from veille import dedupe
+
+    items = publish(http_server)
+    http_server.serve(f"/autre/{SYNDICATED.slug}", page(SYNDICATED, http_server.base,
+                                                         canonical=http_server.url(f"/autre/{SYNDICATED.slug}")))
+    http_server.serve("/a.xml", rss(items), content_type="application/rss+xml")
+    sources = [feed_entry("a", http_server.url("/a.xml"))]
+    watch = watch_factory(write_sources(tmp_path / "s.yaml", *sources))
+    watch.fetch()
+    assert watch.store.simhash_version() == dedupe.SIMHASH_VERSION
+    with watch.store.transaction():  # what an older veille left: other hashes, no version recorded
+        watch.store.conn.execute("UPDATE articles SET simhash = (simhash | 1234567) - (simhash & 1234567) WHERE simhash != 0")
+        watch.store.conn.execute("DELETE FROM archive_meta")
+    watch.close()
+
+    http_server.serve("/b.xml", rss([(SYNDICATED, http_server.url(f"/autre/{SYNDICATED.slug}"))]),
+                      content_type="application/rss+xml")
+    watch = watch_factory(write_sources(tmp_path / "s.yaml", *sources, feed_entry("b", http_server.url("/b.xml"))))
+    watch.fetch()
+    stored = rows(watch, "SELECT title, text, simhash, cluster_id FROM articles")
+    assert all(r["simhash"] == dedupe.simhash(r["text"]) for r in stored) and any(r["simhash"] for r in stored)
+    clusters = {r["title"]: r["cluster_id"] for r in stored}
+    assert clusters[SYNDICATED.title] == clusters[STORIES[1].title], "the copy found its story"
+    assert watch.store.simhash_version() == dedupe.SIMHASH_VERSION
+
+    with watch.store.transaction():  # once recorded, a pass does not hash the archive again
+        watch.store.conn.execute("UPDATE articles SET simhash = 42 WHERE title = ?", (STORIES[0].title,))
+    watch.close()
+    watch_factory(write_sources(tmp_path / "s.yaml", *sources)).fetch()
+    assert rows(watch_factory(write_sources(tmp_path / "s.yaml", *sources)),
+                "SELECT simhash FROM articles WHERE title = ?", (STORIES[0].title,))[0][0] == 42
+
+
 def test_failing_sources_are_recorded_and_do_not_stop_the_pass(http_server, tmp_path, watch_factory):
     items = publish(http_server)
     http_server.serve("/ok.xml", rss(items), content_type="application/rss+xml")

@@ -322,6 +322,12 @@ class Watch:
         topics = self.load_topics()
         if not self._synced:
             self.store.sync_sources(self.load_sources())
+            from . import dedupe
+
+            if self.store.simhash_version() != dedupe.SIMHASH_VERSION:  # a new archive, or an upgrade
+                changed = self.store.rehash_articles(dedupe.SIMHASH_VERSION, dedupe.simhash)
+                if changed:
+                    log.info("recomputed %d SimHashes (version %d)", changed, dedupe.SIMHASH_VERSION)
             if topics:
                 from .tag import tag_pending
 

@@ -51,6 +51,11 @@ TRACKING_PREFIXES = ("utm_", "pk_", "mtm_", "matomo_", "hsa_", "at_")
 NEAR_DUPLICATE_BITS = 8
 """Two texts whose SimHashes differ by at most this many bits are the same story (see the table above)."""
 
+SIMHASH_VERSION = 2
+"""Bump whenever `simhash` gives other values: hashes from two versions cannot be compared, so an archive
+whose `archive_meta.simhash_version` differs has its hashes recomputed at the next pass
+(`Store.rehash_articles`). 1: blake2b per shingle; 2: numpy, polynomial word hashes (2026-11-25)."""
+
 
 # ==================================================================================================
 # Canonical URLs

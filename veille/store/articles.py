@@ -365,6 +365,35 @@ class ArticlesMixin:
         conn.executemany("INSERT OR IGNORE INTO article_urls (url, article_id) VALUES (?, ?)", url_rows)
         return outcomes
 
+    def simhash_version(self: "Store") -> int | None:
+        """The SimHash version behind `articles.simhash` (None: unknown, e.g. an archive from before it
+        was recorded)."""
+        row = self.conn.execute("SELECT value FROM archive_meta WHERE key = 'simhash_version'").fetchone()
+        return int(row[0]) if row else None
+
+    def rehash_articles(self: "Store", version: int, simhash: Callable[[str], int], chunk: int = 2000) -> int:
+        """Recompute every article's SimHash with `simhash` (version `version`) and record the version,
+        in one transaction; returns how many hashes changed. Cluster assignments stay as they were: only
+        the lookups of articles to come need hashes of one version."""
+        changed = 0
+        try:
+            with self.transaction():
+                last = 0
+                while True:
+                    rows = self.conn.execute("SELECT id, text, simhash FROM articles WHERE id > ? ORDER BY id LIMIT ?",
+                                             (last, chunk)).fetchall()
+                    if not rows:
+                        break
+                    last = rows[-1][0]
+                    updates = [(new, article_id) for article_id, text, old in rows if (new := simhash(text)) != old]
+                    self.conn.executemany("UPDATE articles SET simhash = ? WHERE id = ?", updates)
+                    changed += len(updates)
+                self.conn.execute("INSERT INTO archive_meta (key, value) VALUES ('simhash_version', ?) "
+                                  "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (str(version),))
+        finally:
+            self._cluster_index = None
+        return changed
+
     def _clusters(self: "Store") -> "ClusterIndex":
         """The SimHash index (`save_source_batches` refreshes it once per transaction)."""
         index = getattr(self, "_cluster_index", None)

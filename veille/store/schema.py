@@ -433,3 +433,13 @@ CREATE TRIGGER topic_article_weeks_retag AFTER UPDATE OF article_id, topic_id ON
     SELECT NEW.topic_id, week, published_at, id FROM articles WHERE id = NEW.article_id;
 END;
 """)
+
+migration(8, "archive facts", """
+-- Facts about how derived columns were computed, for veille to keep them comparable across upgrades.
+-- simhash_version: the version of veille.dedupe.simhash behind articles.simhash (missing: unknown, the
+-- hashes are recomputed at the next pass).
+CREATE TABLE archive_meta (
+    key TEXT PRIMARY KEY,                -- e.g. simhash_version
+    value TEXT NOT NULL                  -- e.g. 2 (veille.dedupe.SIMHASH_VERSION)
+) WITHOUT ROWID;
+""")
