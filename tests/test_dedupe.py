@@ -298,6 +298,10 @@ def test_a_batch_resolves_its_own_repeats_exactly_as_one_by_one(tmp_path) -> Non
         entry("cyber-2", other + " Mise à jour : le xylophoniste municipal a porté plainte.", guid="g2"),
     ]
     articles = [build_article(e, None, FETCHED) for e in entries]
+    updated = other + " Mise à jour : le xylophoniste municipal a porté plainte."
+    later = [build_article(e, None, FETCHED) for e in (                           # a second batch, on stored rows:
+        entry("cyber-2", updated, guid="g2", title="cyber-2, corrigé"),              # found by guid and changed,
+        entry("cyber-2", updated, title="cyber-2, corrigé", query="?xtor=RSS-2"))]   # then by URL: already so
     log = FetchLog(source_id="agence", url="https://agence.example/rss", started_at=FETCHED, duration_ms=1)
 
     def archive(batches: list[list]) -> tuple:
@@ -310,10 +314,11 @@ def test_a_batch_resolves_its_own_repeats_exactly_as_one_by_one(tmp_path) -> Non
             return (outcomes, [tuple(r) for r in rows], [tuple(r) for r in urls], [tuple(r) for r in fts],
                     store.scalar("SELECT count(*) FROM clusters"))
 
-    together, one_by_one = archive([articles]), archive([[a] for a in articles])
+    together, one_by_one = archive([articles, later]), archive([[a] for a in articles + later])
     assert together == one_by_one
     outcomes, rows, _, fts, clusters = together
-    assert [status for _, status in outcomes] == ["new", "new", "same", "updated", "same", "new", "same", "updated"]
+    assert [status for _, status in outcomes] == ["new", "new", "same", "updated", "same", "new", "same", "updated",
+                                                  "updated", "same"]
     assert len(rows) == 3 and rows[0][4] == "cyber-1, mis à jour"
     assert rows[2][6] == rows[0][6] and clusters == 2, "the syndicated copy joined the dispatch's cluster"
     assert fts == [(rows[1][0],)], "the full-text index follows the update made within the batch"

@@ -62,8 +62,9 @@ class _GroupWriter:
     One transaction per source cost a commit each, and FTS5 writes an index segment per INSERT
     statement that it must merge later: a cold pass spent a third of its main process there. A batch
     waits `GROUP_WAIT` for others, and batches keep queueing while a group is written (it blocks the
-    loop), so groups grow with the load. Each source still lands whole or not at all. A batch that fails for its own reason (not a database error, which stops the
-    pass) is retried alone, so it fails alone.
+    loop), so groups grow with the load. Each source still lands whole or not at all. A batch that
+    fails for its own reason (not a database error, which stops the pass) is retried alone, so it
+    fails alone.
     """
 
     def __init__(self, watch: "Watch") -> None:

@@ -279,23 +279,28 @@ class ArticlesMixin:
         insert = ("INSERT INTO articles (id, source_id, guid, url, canonical_url, title, author, summary, text, "
                   "text_source, lang, published_at, date_is_fallback, fetched_at, updated_at, cluster_id, "
                   "simhash, week) VALUES ")
+        known: dict[int, _Stored] = {}  # one object per article, whichever lookup found it: updates show in all
+
+        def stored_of(row: sqlite3.Row) -> _Stored:
+            return known.setdefault(row[1], _Stored(*row[1:]))
+
         by_guid: dict[tuple[str, str], _Stored] = {}
         for source_id in {a.source_id for a in articles}:
             guids = list({a.guid for a in articles if a.guid and a.source_id == source_id})
             for chunk in _chunks(guids):
                 for row in conn.execute(f"SELECT a.guid, {columns} FROM articles a WHERE a.source_id = ? "
                                         f"AND a.guid IN ({','.join('?' * len(chunk))})", [source_id, *chunk]):
-                    by_guid[(source_id, row[0])] = _Stored(*row[1:])
+                    by_guid[(source_id, row[0])] = stored_of(row)
         by_url: dict[str, _Stored] = {}
         for chunk in _chunks(list({u for a in articles for u in (a.canonical_url, *a.urls) if u})):
             for row in conn.execute(f"SELECT u.url, {columns} FROM article_urls u JOIN articles a ON a.id = "
                                     f"u.article_id WHERE u.url IN ({','.join('?' * len(chunk))})", chunk):
-                by_url[row[0]] = _Stored(*row[1:])
+                by_url[row[0]] = stored_of(row)
         by_canonical: dict[str, _Stored] = {}
         for chunk in _chunks(list({a.canonical_url for a in articles})):
             for row in conn.execute(f"SELECT a.canonical_url, {columns} FROM articles a "
                                     f"WHERE a.canonical_url IN ({','.join('?' * len(chunk))})", chunk):
-                by_canonical[row[0]] = _Stored(*row[1:])
+                by_canonical[row[0]] = stored_of(row)
 
         index = self._clusters()
         next_id = (conn.execute("SELECT max(id) FROM articles").fetchone()[0] or 0) + 1
