@@ -190,22 +190,6 @@ def test_parsed_entries_are_already_clean(title, description, content, author, a
             assert parse_text(entry.author, multiline=False) == (entry.author or "")
 
 
-link_piece = st.sampled_from(["http://", "https://", "HTTP://", "//", "/", "./", "../", "?", "#", ";", ":", "@",
-                              "[", "]", "mairie.fr", "a", "b", "x=1", "%20", " ", "\t", "\n", "\r", "<", '"', "..",
-                              "é", "\x00"])
-
-
-@PROFILE
-@given(st.one_of(st.lists(link_piece, max_size=8).map("".join), st.text(max_size=40)),
-       st.one_of(st.none(), st.just(""), st.sampled_from(["http://127.0.0.1:9/flux.xml", "https://127.0.0.1:9/a/b?c#d",
-                                                        "http://127.0.0.1:9", "  http://127.0.0.1:9/",
-                                                        "HTTP://127.0.0.1:9/a", "http://127.0.0.1:9/a;p?q"]),
-                 st.text(max_size=20)))
-def test_absolute_url_fast_path_agrees_with_urljoin(href, base):
-    from veille.parse import _joined_url, absolute_url
-
-    assert absolute_url(href, base) == (_joined_url(href.strip().replace(" ", "%20"), base) if href else None)
-
 # -- topic matching -------------------------------------------------------------------------------
 
 

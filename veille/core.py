@@ -87,7 +87,8 @@ class _GroupWriter:
     def _write(self, queue: list[tuple[SourceBatch, list[Any] | None, asyncio.Future[SaveResult]]]) -> None:
         def tags(results: list[SaveResult]) -> None:
             outcomes = [o for result in results for o in result.outcomes]
-            self.watch._store_tags(outcomes, [r for batch, rows, _ in queue for r in (rows or [None] * len(batch.articles))])
+            per_article = [r for batch, rows, _ in queue for r in (rows or [None] * len(batch.articles))]
+            self.watch._store_tags(outcomes, per_article)
 
         try:
             results = self.watch.store.save_source_batches([batch for batch, _, _ in queue], then=tags)
