@@ -208,6 +208,26 @@ def test_words_are_the_regex_words(text: str) -> None:
     assert simhash(text, min_words=1) == _reference_simhash(text, min_words=1)
 
 
+_BATCH_TEXT = st.lists(st.sampled_from(["commune", "Mairie", "ÉCOLE", "données", "ß", "İle", "x_1", "𝐀", "ǅ", "\ud800"]),
+                       max_size=60).map(" ".join) | st.text(alphabet=st.sampled_from(list("aé ,'\nİ")), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_BATCH_TEXT, max_size=12), st.sampled_from([0, 1, 2, 5, 40]), st.sampled_from([0, 3]))
+def test_batch_simhashes_equal_one_at_a_time(texts: list[str], min_words: int, seed: int) -> None:
+    """A feed's texts hashed together: no word or shingle crosses from one text to the next, short
+    texts (no shingle, or fewer than min_words) behave as alone."""
+    assert dedupe.simhashes(texts, min_words, seed=seed) == [simhash(t, min_words, seed=seed) for t in texts]
+
+
+def test_batch_simhashes_of_long_and_many_texts() -> None:
+    texts = [DISPATCHES[k]["text"] for k in sorted(DISPATCHES)]
+    texts += ["", "Trop court.", "Le SDIS et la métropole mutualisent leur centre de données. " * 800,
+              " ".join(texts)]  # > 255 shingles in one text, > 32,768 characters in the batch
+    assert dedupe.simhashes(texts) == [simhash(t) for t in texts]
+    assert dedupe.simhashes([]) == []
+
+
 def test_seed_selects_another_hash_function() -> None:
     text = DISPATCHES["urba-1"]["text"]
     assert simhash(text, seed=0) == simhash(text)

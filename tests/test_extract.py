@@ -12,7 +12,7 @@ import pytest
 
 from veille import dedupe
 from veille.errors import ExtractError
-from veille.extract import build_article, extract_page, lead
+from veille.extract import build_article, build_articles, extract_page, lead
 from veille.types import Entry, Extracted
 
 PAGES = Path(__file__).parent / "fixtures" / "pages"
@@ -144,6 +144,18 @@ def test_page_text_wins_when_longer(mairie: Extracted) -> None:
     assert article.guid == "echo-12345"
     assert article.simhash == dedupe.simhash(mairie.text) != 0
     assert article.fetched_at == FETCHED
+
+
+def test_build_articles_is_build_article_of_each(mairie: Extracted) -> None:
+    """The batch a worker builds (SimHashes computed together) equals building one article at a time."""
+    final = "https://www.echo-du-val.example/val-de-brenne/cyberattaque-mairie-12345.html"
+    items = [(entry(), mairie, final), (entry(content="", summary="Résumé du flux."), None, None),
+             (entry(guid="echo-2", content=mairie.text.replace("rançongiciel", "logiciel")), None, None),
+             (entry(title="", content=""), mairie, None)]
+    batch = build_articles(items, FETCHED)
+    assert batch == [build_article(e, x, FETCHED, u) for e, x, u in items]
+    assert [a.simhash != 0 for a in batch] == [True, False, True, True]
+    assert build_articles([], FETCHED) == []
 
 
 def test_urls_and_canonical(mairie: Extracted) -> None:

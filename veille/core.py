@@ -583,16 +583,12 @@ def _build_articles(items: list[tuple[Entry, Extracted | None, str | None]], fet
     Matching is CPU-bound and the main process is a cold pass's bottleneck, so it runs here. The tagger
     comes pickled once per pass with its rule hash and is unpickled once per worker.
     """
-    from .extract import build_article
+    from .extract import build_articles
     from .tag import tag_rows
 
     matcher = _worker_tagger(*tagger) if tagger else None
-    built = []
-    for entry, extracted, final_url in items:
-        article = build_article(entry, extracted, fetched_at, final_url, parsed=True)
-        built.append((article, tag_rows(matcher, matcher.match(article.title, article.summary, article.text))
-                      if matcher else None))
-    return built
+    return [(article, tag_rows(matcher, matcher.match(article.title, article.summary, article.text))
+             if matcher else None) for article in build_articles(items, fetched_at, parsed=True)]
 
 
 def _parse_and_build(source_id: str, source_type: str, content: bytes, url: str, charset: str | None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -161,12 +162,24 @@ def _as_is(text: str | None, multiline: bool = True) -> str:
     return text or ""
 
 
+def build_articles(items: Sequence[tuple[Entry, Extracted | None, str | None]], fetched_at: datetime,
+                   *, parsed: bool = False) -> list[Article]:
+    """`build_article` of every (entry, extracted page, final URL), with the SimHashes of all their
+    texts computed together (`dedupe.simhashes`)."""
+    articles = [build_article(entry, extracted, fetched_at, final_url, parsed=parsed, hash_text=False)
+                for entry, extracted, final_url in items]
+    for article, value in zip(articles, dedupe.simhashes([a.text for a in articles])):
+        object.__setattr__(article, "simhash", value)  # still being built: frozen for its users
+    return articles
+
+
 def build_article(entry: Entry, extracted: Extracted | None, fetched_at: datetime,
-                  final_url: str | None = None, *, parsed: bool = False) -> Article:
+                  final_url: str | None = None, *, parsed: bool = False, hash_text: bool = True) -> Article:
     """Merge what the feed said with what the page says; the feed wins where it is explicit.
 
     `parsed=True` says the entry comes from `parse`, whose text fields are already `clean_text`'s
     fixed points (a property test holds parse to it): cleaning them again was 40 % of building.
+    `hash_text=False` leaves `simhash` at 0 for `build_articles` to fill.
     """
     clean = _as_is if parsed else clean_text
     feed_summary = clean(entry.summary)
@@ -227,7 +240,7 @@ def build_article(entry: Entry, extracted: Extracted | None, fetched_at: datetim
         lang=lang,
         date_is_fallback=date_is_fallback,
         urls=tuple(seen),
-        simhash=dedupe.simhash(text),
+        simhash=dedupe.simhash(text) if hash_text else 0,
     )
 
 
@@ -273,4 +286,4 @@ def lead(text: str, max_chars: int = 300) -> str:
     return out
 
 
-__all__ = ["EXTRACT_OPTIONS", "build_article", "extract_page", "lead"]
+__all__ = ["EXTRACT_OPTIONS", "build_article", "build_articles", "extract_page", "lead"]
