@@ -473,11 +473,14 @@ def test_sources_finishing_together_are_stored_in_one_transaction(tmp_path, watc
     watch = watch_factory(write_sources(tmp_path / "s.yaml", *(feed_entry(i, f"http://127.0.0.1:9/{i}.xml") for i in ids)))
     watch.store.sync_sources(watch.load_sources())
     transactions = []
-    watch.store.conn.set_trace_callback(lambda sql: transactions.append(sql) if sql.startswith("BEGIN") else None)
 
     async def run(batches):
         writer = _GroupWriter(watch)
-        return await asyncio.gather(*(writer.save(b) for b in batches), return_exceptions=True)
+        writer.store.conn.set_trace_callback(lambda sql: transactions.append(sql) if sql.startswith("BEGIN") else None)
+        try:
+            return await asyncio.gather(*(writer.save(b) for b in batches), return_exceptions=True)
+        finally:
+            writer.close()
 
     results = asyncio.run(run([_batch("a", 3), _batch("b", 2), _batch("c", 4)]))
     assert [len(r.new_ids) for r in results] == [3, 2, 4]
@@ -493,3 +496,39 @@ def test_sources_finishing_together_are_stored_in_one_transaction(tmp_path, watc
     assert counts == {"a": 3, "b": 3, "c": 4, "d": 2}, "nothing of the bad batch, everything of the others"
     assert len(transactions) == 4, "the group, then each batch alone"
     assert rows(watch, "PRAGMA integrity_check")[0][0] == "ok"
+
+
+def test_the_loop_keeps_running_while_a_group_is_written(tmp_path, watch_factory):
+    """Groups are written in the writer's thread: the event loop (fetching, feeding the parse workers)
+    is free meanwhile. The write below waits for the loop to answer; written in the loop, it could not."""
+    import asyncio
+    import threading
+
+    from veille.core import _GroupWriter
+
+    watch = watch_factory(write_sources(tmp_path / "s.yaml", feed_entry("a", "http://127.0.0.1:9/a.xml")))
+    watch.store.sync_sources(watch.load_sources())
+    writing, answered, seen = threading.Event(), threading.Event(), []
+
+    def trace(sql: str) -> None:
+        if sql.startswith("BEGIN"):
+            seen.append(threading.current_thread().name)
+            writing.set()
+            seen.append(answered.wait(10))
+
+    async def run():
+        writer = _GroupWriter(watch)
+        writer.store.conn.set_trace_callback(trace)
+        try:
+            saving = asyncio.ensure_future(writer.save(_batch("a", 2)))
+            while not writing.is_set():
+                await asyncio.sleep(0.01)
+            answered.set()
+            return await saving
+        finally:
+            writer.close()
+
+    result = asyncio.run(run())
+    assert seen[0].startswith("veille-writer") and seen[1] is True
+    assert len(result.new_ids) == 2
+    assert rows(watch, "SELECT count(*) FROM articles")[0][0] == 2

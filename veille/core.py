@@ -57,56 +57,85 @@ GROUP_WAIT = 0.1
 
 
 class _GroupWriter:
-    """Stores the batches of the sources that finish together in one transaction (group commit).
+    """Stores the batches of the sources that finish together in one transaction (group commit), in a
+    thread of its own with its own connection.
 
     One transaction per source cost a commit each, and FTS5 writes an index segment per INSERT
     statement that it must merge later: a cold pass spent a third of its main process there. A batch
-    waits `GROUP_WAIT` for others, and batches keep queueing while a group is written (it blocks the
-    loop), so groups grow with the load. Each source still lands whole or not at all. A batch that
-    fails for its own reason (not a database error, which stops the pass) is retried alone, so it
-    fails alone.
+    waits `GROUP_WAIT` for others, and batches keep queueing while a group is written, so groups grow
+    with the load. Each source still lands whole or not at all. A batch that fails for its own reason
+    (not a database error, which stops the pass) is retried alone, so it fails alone.
+
+    Writing in the event loop stopped fetching for the length of every group (a quarter of a second
+    on a cold pass), and the parse workers then ran dry. In a thread, the loop keeps fetching; SQLite
+    releases the GIL while it works. The thread's connection only writes these batches, so the loop's
+    own reads (what a source already has) see committed rows only.
     """
 
     def __init__(self, watch: "Watch") -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.watch = watch
         self.queue: list[tuple[SourceBatch, list[Any] | None, asyncio.Future[SaveResult]]] = []
+        self.store = watch.store.sibling()
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="veille-writer")
+        self.writing = False
+        self.timer: asyncio.TimerHandle | None = None
 
     async def save(self, batch: SourceBatch, rows: list[Any] | None = None) -> SaveResult:
         """Store `batch` (with the tag rows of its articles, if any); returns when it is committed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[SaveResult] = loop.create_future()
-        if not self.queue:
-            loop.call_later(GROUP_WAIT, self._flush)
         self.queue.append((batch, rows, future))
+        if not self.writing and self.timer is None:
+            self.timer = loop.call_later(GROUP_WAIT, self._flush)
         return await future
 
-    def _flush(self) -> None:
-        queue, self.queue = self.queue, []
-        self._write(queue)
+    def close(self) -> None:
+        """Wait for the group being written (it commits), then close; batches still queued are dropped
+        with their sources' tasks (a cancelled pass)."""
+        self.thread.shutdown(wait=True)
+        self.store.close()
 
-    def _write(self, queue: list[tuple[SourceBatch, list[Any] | None, asyncio.Future[SaveResult]]]) -> None:
+    def _flush(self) -> None:
+        self.timer = None
+        if self.writing or not self.queue:
+            return
+        queue, self.queue = self.queue, []
+        self.writing = True
+        loop = asyncio.get_running_loop()
+        done = self.thread.submit(self._write, queue)
+        done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._written, queue, f))
+
+    def _written(self, queue: list, done: Any) -> None:
+        self.writing = False
+        error = done.exception()
+        for (_, _, future), outcome in zip(queue, [error] * len(queue) if error else done.result()):
+            if not future.done():
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+        if self.queue:  # they waited while the group was written: no need to wait more
+            self._flush()
+
+    def _write(self, queue: list) -> list[SaveResult | BaseException]:
+        """In the writer thread: the group in one transaction, or each batch alone if one failed."""
+        store = self.store
+
         def tags(results: list[SaveResult]) -> None:
             outcomes = [o for result in results for o in result.outcomes]
             per_article = [r for batch, rows, _ in queue for r in (rows or [None] * len(batch.articles))]
-            self.watch._store_tags(outcomes, per_article)
+            self.watch._store_tags(outcomes, per_article, store)
 
         try:
-            results = self.watch.store.save_source_batches([batch for batch, _, _ in queue], then=tags)
+            return list(store.save_source_batches([batch for batch, _, _ in queue], then=tags))
         except StoreError as e:
-            for _, _, future in queue:
-                if not future.done():
-                    future.set_exception(e)
-            return
+            return [e] * len(queue)
         except Exception as e:  # noqa: BLE001 - a batch's own problem: handed to its source
             if len(queue) > 1:
-                for item in queue:
-                    self._write([item])
-            elif not queue[0][2].done():
-                queue[0][2].set_exception(e)
-            return
-        for (_, _, future), result in zip(queue, results):
-            if not future.done():
-                future.set_result(result)
+                return [self._write([item])[0] for item in queue]
+            return [e]
 
 
 @dataclass(frozen=True)
@@ -265,7 +294,7 @@ class Watch:
             self._tagger_pickle = (self.tagger.rule_hash, pickle.dumps(self.tagger))
         return self._tagger_pickle
 
-    def _store_tags(self, outcomes: Sequence[tuple[int, str]], rows: Sequence[Any]) -> None:
+    def _store_tags(self, outcomes: Sequence[tuple[int, str]], rows: Sequence[Any], store: Store | None = None) -> None:
         """Tags of the articles a batch created or changed (rows made by `tag.tag_rows` in the workers),
         stored in the batch's transaction. Articles stored without tags (topics added since, a batch
         from an older version) are caught up by `tag_pending` at the next start."""
@@ -275,7 +304,7 @@ class Watch:
 
         tagged = [(article_id, found) for (article_id, status), found in zip(outcomes, rows)
                   if status in ("new", "updated") and found is not None]
-        tag.store_tag_rows(self.store, self.tagger, tagged)
+        tag.store_tag_rows(store or self.store, self.tagger, tagged)
 
     # -- fetching -----------------------------------------------------------------------------------
 
@@ -342,8 +371,9 @@ class Watch:
         workers = self.settings.workers or os.cpu_count() or 1
         self._page_slots = asyncio.Semaphore(self.settings.concurrency + 2 * workers)
         with _relaxed_gc():
-            async with Fetcher(self.settings) as fetcher:
+            async with Fetcher(self.settings) as fetcher, contextlib.AsyncExitStack() as cleanup:
                 writer = _GroupWriter(self)
+                cleanup.callback(writer.close)
                 tasks = [asyncio.ensure_future(self._fetch_source(fetcher, writer, s, full_text, respect_backoff))
                          for s in sources]
                 results = []
