@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-import trafilatura
 from lxml import etree
 
 from . import dedupe
@@ -55,6 +54,8 @@ def extract_page(content: bytes, url: str, charset: str | None = None) -> Extrac
     teaser, cookie wall): its metadata is still useful. Raises `ExtractError` only when the bytes are
     not an HTML page at all.
     """
+    import trafilatura  # 0.1 s to import: only the processes that extract pages pay it
+
     head = content[:16].lstrip()
     for magic, what in _BINARY_MAGIC:
         if head.startswith(magic):
