@@ -143,6 +143,22 @@ def test_text_cleaning_folds_spaces_as_its_definition_says(value):
 
 
 @PROFILE
+@given(st.text(alphabet=st.sampled_from(list("âÂÃÅ€‚™©¨±¯Ÿœ\x80\x82\x99\x9f\x1f\x00\u200b é a\n")), max_size=40)
+       | st.text(max_size=60))
+@example("la mairie de Ch\u00e2teau \u00e2\u20ac\u2122 l\u00e2\u201a\u00ac")
+@example("\u00c2\x1f\u00af")
+def test_repairs_run_whenever_they_could_change_the_text(value):
+    """`_normalise` tries the mojibake and C1 repairs only on texts `_SUSPECT` flags: the same result as
+    trying them on every text."""
+    from veille import parse
+
+    text = parse._fix_mojibake(parse._c1_to_cp1252(value))
+    if parse._CONTROL.search(text):
+        text = parse._fix_mojibake(parse._CONTROL.sub("", text))
+    assert parse._normalise(value) == unicodedata.normalize("NFC", text)
+
+
+@PROFILE
 @given(st.one_of(st.text(max_size=80), url_parts,
                  st.sampled_from(["javascript:alert(1)", "JaVaScRiPt:alert(1)", " javascript:x", "data:text/html,x",
                                   "http://exemple.fr/\"onmouseover=\"x", "vbscript:x", "//exemple.fr/a",

@@ -201,7 +201,9 @@ def clean_text(text: str | None, multiline: bool = True) -> str:
     return "\n\n".join(paragraphs)
 
 
-_SUSPECT = re.compile("[\x80-\x9f\u00c2\u00c3\u00c5\u00e2]")
+_SUSPECT = re.compile("[\x80-\x9f\u00c2\u00c3\u00c5]|\u00e2[\u20ac\u201a]")
+"""What `_c1_to_cp1252` or `_fix_mojibake` could change (C1 characters, the leads of `_MOJIBAKE`): a
+lone "â" (âge, château) is no reason to run both over a French text."""
 
 
 def _normalise(text: str) -> str:
