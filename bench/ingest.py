@@ -23,13 +23,13 @@ printed. Concurrency 4 is the fastest on loopback: httpcore's pool costs ~1 ms o
 connections, ~2 ms at 16 and ~8 ms at 64. `--profile` adds a cProfile run of the cold pass split by
 pipeline stage. Run it on a quiet machine: the table prints the load average it started with.
 
-Measured on the 2-core development machine on 2026-11-26, a day it ran 2.4x slower than the day before
-(1,000 feeds x 20, default topics): cold pass 19.2-23.2 s = 43-52 feeds/s (target >= 150), where the code of
-the day before took 37.5-42.4 s run alternately with it; warm pass 3.05-3.41 s (1.29 s the day before;
-target <= 1.5); peak RSS 137 / 52 / 117 MB (target <= 200); extraction pool 2.06x and 1.67x single-process
-extract_page (target >= 1.7x). Both cores are busy for the whole cold pass (workers: parse, build_article
-with SimHash, topic matching; main process: fetching, and SQLite writing each group of finished sources in
-one transaction), so only less CPU work makes it faster. README.md explains where the time goes.
+Measured on the 2-core development machine on 2026-11-26, at its usual speed (1,000 feeds x 20, default
+topics): cold pass 7.73 s = 129 feeds/s, 13.9 CPU seconds (target >= 150 feeds/s); warm pass 1.29 s (target
+<= 1.5); peak RSS 135 / 54 / 113 MB (target <= 200); extraction pool 1.88x and 1.97x single-process
+extract_page in two runs (target >= 1.7x). Both cores are busy from the first feed to the last (workers:
+parse, build articles with SimHash, match topics; main process: fetching, and a writer thread storing each
+group of finished sources in one transaction), so only less CPU work makes it faster. README.md explains
+where the time goes.
 """
 
 from __future__ import annotations
