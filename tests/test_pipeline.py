@@ -498,6 +498,43 @@ def test_sources_finishing_together_are_stored_in_one_transaction(tmp_path, watc
     assert rows(watch, "PRAGMA integrity_check")[0][0] == "ok"
 
 
+def test_a_cancelled_pass_leaves_whole_batches_and_no_error(http_server, tmp_path, watch_factory, monkeypatch, caplog):
+    """A pass cancelled (the scheduler's SIGTERM) while a group is written and others wait: the group
+    commits whole, the waiting ones are dropped without an error from the writer, a rerun completes."""
+    import asyncio
+
+    import veille.core
+
+    monkeypatch.setattr(veille.core, "GROUP_MAX", 1)  # one source a write: always some waiting behind it
+    entries = []
+    for i in range(30):
+        http_server.serve(f"/f{i}.xml", rss(publish(http_server, prefix=f"/s{i}")), content_type="application/rss+xml")
+        entries.append(feed_entry(f"s{i}", http_server.url(f"/f{i}.xml")))
+    watch = watch_factory(write_sources(tmp_path / "sources.yaml", *entries))
+    watch.store.migrate()
+    db = sqlite3.connect(tmp_path / "veille.db")  # another reader, as an analyst
+
+    async def cancel_after_first_commit():
+        task = asyncio.ensure_future(watch.fetch_async(full_text=False))
+        while not task.done() and db.execute("SELECT count(*) FROM articles").fetchone()[0] == 0:
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with caplog.at_level("ERROR"):
+        asyncio.run(cancel_after_first_commit())
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+    per_source = dict(db.execute("SELECT source_id, count(*) FROM articles GROUP BY source_id").fetchall())
+    logged = {r[0] for r in db.execute("SELECT source_id FROM fetch_log")}
+    assert 0 < len(per_source) < 30 and set(per_source.values()) == {len(STORIES)} and logged == set(per_source)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    again = watch.fetch(full_text=False)
+    assert {r.source_id: r.status for r in again.sources} == {
+        f"s{i}": "not_modified" if f"s{i}" in per_source else "ok" for i in range(30)}, "stored ones answer 304"
+    assert db.execute("SELECT count(DISTINCT source_id), count(*) FROM articles").fetchone() == (30, 30 * len(STORIES))
+
+
 def test_the_loop_keeps_running_while_a_group_is_written(tmp_path, watch_factory):
     """Groups are written in the writer's thread: the event loop (fetching, feeding the parse workers)
     is free meanwhile. The write below waits for the loop to answer; written in the loop, it could not."""

@@ -83,6 +83,7 @@ class _GroupWriter:
         self.store = watch.store.sibling()
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="veille-writer")
         self.writing = False
+        self.closed = False
         self.timer: asyncio.TimerHandle | None = None
 
     async def save(self, batch: SourceBatch, rows: list[Any] | None = None) -> SaveResult:
@@ -97,18 +98,25 @@ class _GroupWriter:
     def close(self) -> None:
         """Wait for the group being written (it commits), then close; batches still queued are dropped
         with their sources' tasks (a cancelled pass)."""
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
         self.thread.shutdown(wait=True)
         self.store.close()
 
     def _flush(self) -> None:
         self.timer = None
-        if self.writing or not self.queue:
+        if self.writing or not self.queue or self.closed:
             return
         queue, self.queue = self.queue[:GROUP_MAX], self.queue[GROUP_MAX:]
         self.writing = True
         loop = asyncio.get_running_loop()
-        done = self.thread.submit(self._write, queue)
-        done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._written, queue, f))
+
+        def written(done: Any) -> None:  # in the writer thread
+            with contextlib.suppress(RuntimeError):  # the loop is gone: a stopped pass, nobody waits
+                loop.call_soon_threadsafe(self._written, queue, done)
+
+        self.thread.submit(self._write, queue).add_done_callback(written)
 
     def _written(self, queue: list, done: Any) -> None:
         self.writing = False
