@@ -662,9 +662,12 @@ def _relax_gc() -> None:
 def _init_worker() -> None:
     """A pool process starts by loading what every pass needs (lxml, numpy, the matcher: ~0.2 s), while
     the main process is still reading the configuration and the archive (`fetch_async` starts the pool
-    first); the first feeds no longer wait for it."""
+    first); the first feeds no longer wait for it. What it loaded is frozen out of the cycle collector's
+    scans (as `_relaxed_gc` does in the main process): the first collection walked it all (~70 ms)."""
     _relax_gc()
     from . import _simhash, extract, parse, tag  # noqa: F401
+
+    gc.freeze()
 
 
 def _ready() -> None:
@@ -702,6 +705,7 @@ def _worker_tagger(rule_hash: str, blob: bytes) -> Any:
     if rule_hash not in _TAGGERS:
         _TAGGERS.clear()
         _TAGGERS[rule_hash] = pickle.loads(blob)
+        gc.freeze()  # loaded once per pass and kept: out of the collector's scans
     return _TAGGERS[rule_hash]
 
 
