@@ -10,6 +10,7 @@ import sqlite3
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from functools import cache
 from pathlib import Path
 from typing import Iterator
 
@@ -51,6 +52,7 @@ def paris_week(moment: datetime) -> str:
     return f"{year}-W{week:02d}"
 
 
+@cache
 def _last_sunday_1am(year: int, month: int) -> datetime:
     last = datetime(year, month, 31, 1)
     return last - timedelta(days=(last.weekday() + 1) % 7)

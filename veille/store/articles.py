@@ -284,10 +284,13 @@ class ArticlesMixin:
         def stored_of(row: sqlite3.Row) -> _Stored:
             return known.setdefault(row[1], _Stored(*row[1:]))
 
+        guids_of: dict[str, dict[str, None]] = {}
+        for a in articles:
+            if a.guid:
+                guids_of.setdefault(a.source_id, {})[a.guid] = None
         by_guid: dict[tuple[str, str], _Stored] = {}
-        for source_id in {a.source_id for a in articles}:
-            guids = list({a.guid for a in articles if a.guid and a.source_id == source_id})
-            for chunk in _chunks(guids):
+        for source_id, guids in guids_of.items():
+            for chunk in _chunks(list(guids)):
                 for row in conn.execute(f"SELECT a.guid, {columns} FROM articles a WHERE a.source_id = ? "
                                         f"AND a.guid IN ({','.join('?' * len(chunk))})", [source_id, *chunk]):
                     by_guid[(source_id, row[0])] = stored_of(row)
