@@ -84,6 +84,22 @@ def test_feed_pass_then_conditional_get_stores_nothing_new(http_server, tmp_path
     assert [tuple(r) for r in log] == [(200, 4), (304, 0)]
 
 
+def test_the_pool_starts_early_only_when_a_feed_will_be_parsed(http_server, tmp_path, settings):
+    """A first pass starts the parse pool with the pass; a pass of conditional GETs answered 304 never
+    starts it (the warm pass: no process to fork, no module to load)."""
+    http_server.serve("/feed.xml", rss(publish(http_server)), content_type="application/rss+xml")
+    sources = write_sources(tmp_path / "s.yaml", feed_entry("hebdo", http_server.url("/feed.xml")))
+
+    def a_pass() -> tuple[bool, str]:
+        with Watch(db=tmp_path / "veille.db", sources=sources, topics=tmp_path / "no-topics.yaml", config=None,
+                   settings=settings.replace(workers=2)) as watch:
+            status = watch.fetch(full_text=False).sources[0].status
+            return watch._pool is not None, status
+
+    assert a_pass() == (True, "ok")
+    assert a_pass() == (False, "not_modified")
+
+
 
 def test_a_pass_relaxes_the_cycle_collector_only_while_it_runs(http_server, tmp_path, watch_factory):
     """`veille fetch` raises the collector's thresholds and freezes what exists for its duration

@@ -362,8 +362,10 @@ class Watch:
         sources = self.select_sources(source_ids)
         _ = self.settings  # every configuration file is validated before the archive is touched
         topics = self.load_topics()
-        if sources:
-            self.pool().submit(_ready)  # its processes get ready while the archive is prepared
+        if sources and not self.store.has_validators([s.url for s in sources]):
+            # Some feed will surely be parsed: the pool's processes get ready while the archive is
+            # prepared. A pass of conditional GETs (mostly 304s) starts them only if a feed changed.
+            self.pool().submit(_ready)
         if not self._synced:
             self.store.sync_sources(self.load_sources())
             from . import dedupe

@@ -167,6 +167,14 @@ class ArticlesMixin:
         row = self.conn.execute("SELECT etag, last_modified FROM http_cache WHERE url = ?", (url,)).fetchone()
         return CacheEntry(row["etag"], row["last_modified"]) if row else None
 
+    def has_validators(self: "Store", urls: Sequence[str]) -> bool:
+        """Whether every one of these URLs has an ETag or Last-Modified kept (a conditional GET to send)."""
+        wanted = set(urls)
+        for chunk in _chunks(list(wanted)):
+            wanted.difference_update(r[0] for r in self.conn.execute(
+                f"SELECT url FROM http_cache WHERE url IN ({','.join('?' * len(chunk))})", chunk))
+        return not wanted
+
     def _cache_put(self: "Store", url: str, etag: str | None, last_modified: str | None, at: datetime) -> None:
         from . import iso
 
