@@ -114,7 +114,7 @@ def _signed(majority: bytes) -> int:
 
 def simhashes_of(texts: list[str], min_words: int, seed: int) -> list[int]:
     """`simhash_of` of every text, computed as one: ~25 numpy calls for a whole feed instead of ~25 per
-    text, whose fixed cost was most of hashing a feed's articles (bench/ingest.py).
+    text, whose fixed cost was half of hashing a feed's articles (0.78 against 0.39 ms for 20).
 
     The texts are lower-cased one by one (as `simhash_of` does) and joined by a newline, which is not a
     word character, so no word spans two texts; word hashes do not depend on where a word stands.

@@ -53,10 +53,10 @@ class _InlineExecutor(Executor):
 
 
 GROUP_WAIT = 0.1
+"""Seconds a finished source's batch waits for others to share its transaction (see `_GroupWriter`)."""
 GROUP_MAX = 64
 """Sources per group at most: the write lock is held for a bounded time (~0.2 s on a cold pass), and
 the last group, written when nothing else is left to do, stays short."""
-"""Seconds a finished source's batch waits for others to share its transaction (see `_GroupWriter`)."""
 
 
 class _GroupWriter:
@@ -661,11 +661,18 @@ def _relax_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+_IN_POOL = False
+"""True in a pool process (set by `_init_worker`)."""
+
+
 def _init_worker() -> None:
     """A pool process starts by loading what every pass needs (lxml, numpy, the matcher: ~0.2 s), while
     the main process is still reading the configuration and the archive (`fetch_async` starts the pool
-    first); the first feeds no longer wait for it. What it loaded is frozen out of the cycle collector's
-    scans (as `_relaxed_gc` does in the main process): the first collection walked it all (~70 ms)."""
+    first when a feed will surely be parsed); the first feeds no longer wait for it. What it loaded is
+    frozen out of the cycle collector's scans (as `_relaxed_gc` does in the main process): the first
+    collection walked it all (~70 ms)."""
+    global _IN_POOL
+    _IN_POOL = True
     _relax_gc()
     from . import _simhash, extract, parse, tag  # noqa: F401
 
@@ -707,7 +714,8 @@ def _worker_tagger(rule_hash: str, blob: bytes) -> Any:
     if rule_hash not in _TAGGERS:
         _TAGGERS.clear()
         _TAGGERS[rule_hash] = pickle.loads(blob)
-        gc.freeze()  # loaded once per pass and kept: out of the collector's scans
+        if _IN_POOL:  # kept for the process's life: out of the collector's scans (never a library user's)
+            gc.freeze()
     return _TAGGERS[rule_hash]
 
 

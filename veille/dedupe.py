@@ -170,7 +170,7 @@ def simhash(text: str, min_words: int = 40, *, seed: int = 0) -> int:
 
 def simhashes(texts: list[str], min_words: int = 40, *, seed: int = 0) -> list[int]:
     """`[simhash(t) for t in texts]`, in one vectorised pass: what a feed's articles cost to hash is
-    then mostly their length, not numpy's fixed cost per call (5x less for a feed of 20 articles)."""
+    then mostly their length, not numpy's fixed cost per call (half as much for a feed of 20 articles)."""
     from ._simhash import simhashes_of
 
     return simhashes_of(texts, min_words, seed)
