@@ -120,7 +120,8 @@ def test_a_full_database_is_a_clear_error_and_the_next_run_recovers(tmp_path, se
         watch.fetch(["journal-0"], full_text=False)
         first = hostile.archive_snapshot(db).articles
         pages = watch.store.scalar("PRAGMA page_count")
-        watch.store.conn.execute(f"PRAGMA max_page_count = {int(pages)}")  # not one page more
+        for store in (watch.store, watch.writer_store()):  # both connections that write
+            store.conn.execute(f"PRAGMA max_page_count = {int(pages)}")  # not one page more
         with pytest.raises(StoreError) as info:
             watch.fetch(full_text=False)
     message = str(info.value)

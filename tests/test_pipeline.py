@@ -84,6 +84,23 @@ def test_feed_pass_then_conditional_get_stores_nothing_new(http_server, tmp_path
     assert [tuple(r) for r in log] == [(200, 4), (304, 0)]
 
 
+def test_passes_share_one_writer_connection_and_its_simhash_index(http_server, tmp_path, watch_factory):
+    """The scheduler runs a pass per source job: the writer's connection, and the SimHash index it
+    loaded, serve them all; only the rows added since are read again."""
+    feeds = []
+    for i in range(2):
+        http_server.serve(f"/f{i}.xml", rss(publish(http_server, prefix=f"/s{i}")), content_type="application/rss+xml")
+        feeds.append(feed_entry(f"s{i}", http_server.url(f"/f{i}.xml")))
+    watch = watch_factory(write_sources(tmp_path / "s.yaml", *feeds))
+    watch.fetch(["s0"])  # the pages' full texts: long enough to be hashed
+    writer = watch.writer_store()
+    index = writer._clusters()
+    loaded = index.size
+    watch.fetch(["s1"])
+    assert watch.writer_store() is writer and writer._clusters() is index
+    assert 0 < loaded <= index.size == rows(watch, "SELECT count(*) FROM articles WHERE simhash != 0")[0][0]
+
+
 def test_the_pool_starts_early_only_when_a_feed_will_be_parsed(http_server, tmp_path, settings):
     """A first pass starts the parse pool with the pass; a pass of conditional GETs answered 304 never
     starts it (the warm pass: no process to fork, no module to load)."""

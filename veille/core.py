@@ -80,7 +80,7 @@ class _GroupWriter:
 
         self.watch = watch
         self.queue: list[tuple[SourceBatch, list[Any] | None, asyncio.Future[SaveResult]]] = []
-        self.store = watch.store.sibling()
+        self.store = watch.writer_store()
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="veille-writer")
         self.writing = False
         self.closed = False
@@ -96,13 +96,12 @@ class _GroupWriter:
         return await future
 
     def close(self) -> None:
-        """Wait for the group being written (it commits), then close; batches still queued are dropped
-        with their sources' tasks (a cancelled pass)."""
+        """Wait for the group being written (it commits); batches still queued are dropped with their
+        sources' tasks (a cancelled pass)."""
         self.closed = True
         if self.timer is not None:
             self.timer.cancel()
         self.thread.shutdown(wait=True)
-        self.store.close()
 
     def _flush(self) -> None:
         self.timer = None
@@ -198,6 +197,8 @@ class Watch:
         self._topics: list[Topic] | None = None
         self._tagger: Any = None
         self._pool: Executor | None = None
+        self._writer: Store | None = None
+        self._writer_lock = threading.Lock()
         self._page_slots: asyncio.Semaphore | None = None
         self._tagger_pickle: tuple[str, bytes] | None = None
         self._synced = False
@@ -251,10 +252,22 @@ class Watch:
             self._tagger = Tagger(self.load_topics())
         return self._tagger
 
+    def writer_store(self) -> Store:
+        """The connection passes write their groups through (`_GroupWriter`, in its thread), kept from
+        pass to pass: its SimHash index is loaded once, then only the rows added since (a new connection
+        per pass reloaded 100,000 hashes for a pass that might store one article)."""
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = self.store.sibling()
+            return self._writer
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         if self._store is not None:
             self._store.close()
             self._store = None

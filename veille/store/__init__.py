@@ -109,13 +109,9 @@ class Store(ArticlesMixin, TopicsMixin, MembersMixin, DigestsMixin, ArchiveMixin
         return store
 
     def sibling(self) -> "Store":
-        """Another connection to the same archive, with this one's limits (`max_page_count`), e.g. for
-        a writer thread whose transactions must not mix with this connection's reads."""
-        other = Store.open(self.path, readonly=self.readonly, migrate=False)
-        limit = self.conn.execute("PRAGMA max_page_count").fetchone()[0]
-        if limit != other.conn.execute("PRAGMA max_page_count").fetchone()[0]:
-            other.conn.execute(f"PRAGMA max_page_count = {int(limit)}")
-        return other
+        """Another connection to the same archive, e.g. for a writer thread whose transactions must not
+        mix with this connection's reads."""
+        return Store.open(self.path, readonly=self.readonly, migrate=False)
 
     def close(self) -> None:
         self.conn.close()
