@@ -117,6 +117,22 @@ def test_the_pool_starts_early_only_when_a_feed_will_be_parsed(http_server, tmp_
     assert a_pass() == (False, "not_modified")
 
 
+def test_log_lines_alone_are_written_in_the_loop(http_server, tmp_path, watch_factory):
+    """Groups with articles go to the writer thread; a group of 304 log lines is written in the loop
+    (handing it over cost a warm pass more than writing it)."""
+    import threading
+
+    http_server.serve("/feed.xml", rss(publish(http_server)), content_type="application/rss+xml")
+    watch = watch_factory(write_sources(tmp_path / "s.yaml", feed_entry("hebdo", http_server.url("/feed.xml"))))
+    threads = []
+    watch.writer_store().conn.set_trace_callback(
+        lambda sql: threads.append(threading.current_thread().name) if sql.startswith("BEGIN") else None)
+    assert watch.fetch(full_text=False).sources[0].status == "ok"
+    assert watch.fetch(full_text=False).sources[0].status == "not_modified"
+    assert [name.startswith("veille-writer") for name in threads] == [True, False]
+    assert threads[1] == threading.current_thread().name
+
+
 
 def test_a_pass_relaxes_the_cycle_collector_only_while_it_runs(http_server, tmp_path, watch_factory):
     """`veille fetch` raises the collector's thresholds and freezes what exists for its duration
