@@ -24,8 +24,8 @@ connections, ~2 ms at 16 and ~8 ms at 64. `--profile` adds a cProfile run of the
 pipeline stage. Run it on a quiet machine: the table prints the load average it started with.
 
 Measured on the 2-core development machine on 2026-11-26, at its usual speed (1,000 feeds x 20, default
-topics): cold pass 7.73-7.93 s = 126-130 feeds/s, 13.9-14.5 CPU seconds (target >= 150 feeds/s); warm pass
-1.29-1.35 s (target <= 1.5); peak RSS 134-144 / 53-54 / 113-115 MB (target <= 200); extraction pool 1.88x,
+topics): cold pass 7.73-8.08 s = 124-130 feeds/s, 13.9-14.9 CPU seconds (target >= 150 feeds/s); warm pass
+1.16-1.25 s (target <= 1.5); peak RSS 134-144 / 53-54 / 113-115 MB (target <= 200); extraction pool 1.88x,
 1.89x and 1.97x single-process extract_page in three runs (target >= 1.7x). Both cores are busy from the first feed to the last (workers:
 parse, build articles with SimHash, match topics; main process: fetching, and a writer thread storing each
 group of finished sources in one transaction), so only less CPU work makes it faster. README.md explains
