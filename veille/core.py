@@ -55,7 +55,7 @@ class _InlineExecutor(Executor):
 GROUP_WAIT = 0.1
 """Seconds a finished source's batch waits for others to share its transaction (see `_GroupWriter`)."""
 GROUP_MAX = 64
-"""Sources per group at most: the write lock is held for a bounded time (~0.2 s on a cold pass), and
+"""Sources per group at most: the write lock is held for a bounded time (0.2-0.35 s on a cold pass), and
 the last group, written when nothing else is left to do, stays short."""
 
 
@@ -685,7 +685,7 @@ _IN_POOL = False
 
 
 def _init_worker() -> None:
-    """A pool process starts by loading what every pass needs (lxml, numpy, the matcher: ~0.2 s), while
+    """A pool process starts by loading what every pass needs (lxml, numpy, the matcher: ~0.1 s), while
     the main process is still reading the configuration and the archive (`fetch_async` starts the pool
     first when a feed will surely be parsed); the first feeds no longer wait for it. What it loaded is
     frozen out of the cycle collector's scans (as `_relaxed_gc` does in the main process): the first
