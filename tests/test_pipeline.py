@@ -86,7 +86,7 @@ def test_feed_pass_then_conditional_get_stores_nothing_new(http_server, tmp_path
 
 def test_passes_share_one_writer_connection_and_its_simhash_index(http_server, tmp_path, watch_factory):
     """The scheduler runs a pass per source job: the writer's connection, and the SimHash index it
-    loaded, serve them all; only the rows added since are read again."""
+    loaded, serve them all (the index is kept, and in step with the archive)."""
     feeds = []
     for i in range(2):
         http_server.serve(f"/f{i}.xml", rss(publish(http_server, prefix=f"/s{i}")), content_type="application/rss+xml")

@@ -142,7 +142,7 @@ class _GroupWriter:
         def tags(results: list[SaveResult]) -> None:
             outcomes = [o for result in results for o in result.outcomes]
             per_article = [r for batch, rows, _ in queue for r in (rows or [None] * len(batch.articles))]
-            self.watch._store_tags(outcomes, per_article, store)
+            self.watch._store_tags(store, outcomes, per_article)
 
         try:
             return list(store.save_source_batches([batch for batch, _, _ in queue], then=tags))
@@ -264,7 +264,7 @@ class Watch:
         per pass reloaded 100,000 hashes for a pass that might store one article)."""
         with self._writer_lock:
             if self._writer is None:
-                self._writer = self.store.sibling()
+                self._writer = Store.open(self.store.path, migrate=False)
             return self._writer
 
     def close(self) -> None:
@@ -324,7 +324,7 @@ class Watch:
             self._tagger_pickle = (self.tagger.rule_hash, pickle.dumps(self.tagger))
         return self._tagger_pickle
 
-    def _store_tags(self, outcomes: Sequence[tuple[int, str]], rows: Sequence[Any], store: Store | None = None) -> None:
+    def _store_tags(self, store: Store, outcomes: Sequence[tuple[int, str]], rows: Sequence[Any]) -> None:
         """Tags of the articles a batch created or changed (rows made by `tag.tag_rows` in the workers),
         stored in the batch's transaction. Articles stored without tags (topics added since, a batch
         from an older version) are caught up by `tag_pending` at the next start."""
@@ -334,7 +334,7 @@ class Watch:
 
         tagged = [(article_id, found) for (article_id, status), found in zip(outcomes, rows)
                   if status in ("new", "updated") and found is not None]
-        tag.store_tag_rows(store or self.store, self.tagger, tagged)
+        tag.store_tag_rows(store, self.tagger, tagged)
 
     # -- fetching -----------------------------------------------------------------------------------
 

@@ -108,11 +108,6 @@ class Store(ArticlesMixin, TopicsMixin, MembersMixin, DigestsMixin, ArchiveMixin
             store.migrate()
         return store
 
-    def sibling(self) -> "Store":
-        """Another connection to the same archive, e.g. for a writer thread whose transactions must not
-        mix with this connection's reads."""
-        return Store.open(self.path, readonly=self.readonly, migrate=False)
-
     def close(self) -> None:
         self.conn.close()
 

@@ -254,14 +254,13 @@ class ArticlesMixin:
                 results = []
                 for batch in batches:
                     mine, outcomes = outcomes[:len(batch.articles)], outcomes[len(batch.articles):]
-                    new = sum(1 for _, status in mine if status == "new")
-                    updated = sum(1 for _, status in mine if status == "updated")
+                    new = tuple(i for i, status in mine if status == "new")
+                    updated = tuple(i for i, status in mine if status == "updated")
                     for url, etag, last_modified in batch.cache:
                         self._cache_put(url, etag, last_modified, batch.log.started_at)
-                    self._insert_log(replace(batch.log, new_count=new, updated_count=updated))
-                    self._mark_source_ok(batch.source_id, batch.log.started_at, new, batch.title, batch.moved_to)
-                    results.append(SaveResult(tuple(i for i, status in mine if status == "new"),
-                                              tuple(i for i, status in mine if status == "updated"), tuple(mine)))
+                    self._insert_log(replace(batch.log, new_count=len(new), updated_count=len(updated)))
+                    self._mark_source_ok(batch.source_id, batch.log.started_at, len(new), batch.title, batch.moved_to)
+                    results.append(SaveResult(new, updated, tuple(mine)))
                 if then is not None:
                     then(results)
             return results
