@@ -178,6 +178,22 @@ def test_undefined_html_entities_are_repaired_on_the_fast_path() -> None:
     assert parsed.warnings == ("HTML entities such as &eacute; are not valid XML; they were converted",)
 
 
+@pytest.mark.parametrize("lead", ["", "\ufeff", " \n\t"])
+def test_characters_xml_forbids_are_dropped_on_the_fast_path(monkeypatch: pytest.MonkeyPatch, lead: str) -> None:
+    """C0 controls, U+FFFE and U+FFFF are invalid even as references: a feed carrying them is read on
+    the fast path with those characters dropped, as feedparser reads it (its declaration is replaced)."""
+    feed = (f'{lead}<?xml version="1.0" encoding="windows-1252"?><rss version="2.0"><channel>'
+            "<title>Mairie\x0b de Quimper</title><item><title>Fibre\x1f optique : \ufffeles travaux\uffff</title>"
+            "<link>https://www.quimper.example/fibre</link><description>D\x08ébut des travaux à Ergué\x00.</description>"
+            "</item></channel></rss>").encode("utf-8")
+    monkeypatch.setattr(parse, "_feedparser_feed", lambda *a: pytest.fail("the fast path declined"))
+    parsed = parse_feed("quimper", feed, FEED_URL)
+    assert parsed.title == "Mairie de Quimper"
+    assert [(e.title, e.summary) for e in parsed.entries] == [("Fibre optique : les travaux", "Début des travaux à Ergué.")]
+    monkeypatch.undo()
+    assert_same_entries(parsed, parse_feed_feedparser("quimper", feed, FEED_URL), lead)
+
+
 # --------------------------------------------------------------------------------------------------
 # Encodings
 

@@ -206,9 +206,19 @@ _SUSPECT = re.compile("[\x80-\x9f\u00c2\u00c3\u00c5]|\u00e2[\u20ac\u201a]")
 lone "â" (âge, château) is no reason to run both over a French text."""
 
 
+_REPAIRABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u00c2\u00c3\u00c5\u200b\u2060\ufeff\ufffe\uffff]")
+"""Every character `_CONTROL` or `_SUSPECT` can match but the "â" of "â€"/"â‚" (found with `in`): a text
+with none of them needs no repair, and one scan by a plain character class costs less than a third of
+the two scans it replaces (`_SUSPECT`'s alternation makes the regex engine test every position)."""
+
+
 def _normalise(text: str) -> str:
     """Character-level repairs only (no whitespace folding): C1, mojibake, controls, NFC."""
-    if not text.isascii() and _SUSPECT.search(text):
+    if text.isascii():
+        return text if _REPAIRABLE.search(text) is None else _CONTROL.sub("", text)
+    if _REPAIRABLE.search(text) is None and "\u00e2\u20ac" not in text and "\u00e2\u201a" not in text:
+        return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+    if _SUSPECT.search(text):
         text = _fix_mojibake(_c1_to_cp1252(text))
     if _CONTROL.search(text):
         text = _CONTROL.sub("", text)
@@ -493,17 +503,20 @@ def _newest(entries: Iterable[Entry]) -> datetime | None:
     return max((e.published for e in entries if e.published), default=None)
 
 
-_CONTROL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-_XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>")
+_CONTROL_XML = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|\xef\xbf[\xbe\xbf]")
+"""What XML forbids even as references, in UTF-8: C0 controls but tab and newlines, U+FFFE and U+FFFF."""
+_C0_BYTES = bytes(range(0x09)) + b"\x0b\x0c" + bytes(range(0x0e, 0x20))
+_XML_DECL = re.compile(rb"^\s*<\?xml[^>]*\?>")
 
 
 def _utf8_xml(text: str) -> bytes:
     """The decoded document as UTF-8 bytes whose XML declaration says so (parsers re-read the declaration)."""
-    text = _CONTROL_XML.sub("", text.lstrip("\ufeff"))  # characters XML forbids even as references
-    m = _XML_DECL.match(text)
-    if m:
-        text = text[m.end():]
-    return ('<?xml version="1.0" encoding="utf-8"?>' + text).encode("utf-8", errors="surrogatepass")
+    data = text.lstrip("\ufeff").lstrip().encode("utf-8", errors="surrogatepass")
+    # Looked for in the bytes: `bytes.translate` and `in` scan ten times faster than a regex over the text.
+    if len(data.translate(None, _C0_BYTES)) != len(data) or b"\xef\xbf\xbe" in data or b"\xef\xbf\xbf" in data:
+        data = _CONTROL_XML.sub(b"", data)
+    m = _XML_DECL.match(data)
+    return b'<?xml version="1.0" encoding="utf-8"?>' + (data[m.end():] if m else data)
 
 
 # ==================================================================================================
