@@ -11,6 +11,7 @@ from veille.config import Settings, default_settings
 from veille.store import Store
 
 from .httpserver import FixtureServer
+from .pki import make_pki
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -27,6 +28,19 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def http_server():
     with FixtureServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> Path:
+    """Throwaway certificates (tests/pki.py): ca, server (127.0.0.1/localhost), elsewhere, other-ca."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def trust_ca(pki: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trust the private CA as an operator would: SSL_CERT_FILE, read by ssl.create_default_context()."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki / "ca.pem"))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ so tests can assert what was asked (If-None-Match, User-Agent, how many hits).
 from __future__ import annotations
 
 import hashlib
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +39,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.owner.connections.append(self.client_address)
 
     def do_HEAD(self) -> None:
         self.do_GET(head=True)
@@ -99,19 +104,25 @@ class _Server(ThreadingHTTPServer):
 class FixtureServer:
     """`with FixtureServer() as srv: srv.serve('/feed', xml, content_type=...); srv.url('/feed')`."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
+        """`tls`: a server-side context, to serve HTTPS (tests/pki.py makes one)."""
         assert host.startswith("127."), "fixtures are only ever served on loopback"
         self.routes: dict[str, Route] = {}
         self.requests: list[Request] = []
+        self.connections: list[tuple[str, int]] = []
+        """The client address of every connection accepted (keep-alive: one for many requests)."""
         self.on_request: Callable[[Request], None] | None = None
         self._httpd = _Server((host, 0), Handler)
         self._httpd.owner = self
+        if tls is not None:
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
+        self.scheme = "https" if tls is not None else "http"
         self.host, self.port = self._httpd.server_address[:2]
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def base(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def url(self, path: str) -> str:
         return self.base + path

@@ -21,6 +21,9 @@ from veille.fetch import (
     REASONS, Fetcher, classify_exception, is_blocked_address, next_attempt, parse_retry_after, user_agent,
 )
 
+from .httpserver import FixtureServer
+from .pki import server_context
+
 FEED = """<?xml version="1.0" encoding="utf-8"?>
 <rss version="2.0"><channel><title>Territoires connectés</title>
 <item><title>La communauté de communes du Val-Vert ouvre son portail de démarches en ligne</title>
@@ -210,6 +213,59 @@ def test_tls_failure(http_server, settings):
     http_server.serve("/flux.xml", FEED)
     error = fetch_error(settings, http_server.url("/flux.xml").replace("http://", "https://"))
     assert error.reason == "tls" and error.__cause__ is not None
+
+
+@pytest.fixture
+def https_server(pki):
+    with FixtureServer(tls=server_context(pki)) as server:
+        yield server
+
+
+def test_https_with_a_trusted_certificate_keeps_its_connection(https_server, settings, trust_ca):
+    """The real sources are HTTPS: the handshake, a conditional GET and the reuse of the connection."""
+    url = https_server.serve("/flux.xml", FEED, content_type="application/rss+xml; charset=utf-8")
+    assert url.startswith("https://127.0.0.1:")
+
+    async def twice():
+        async with Fetcher(settings) as fetcher:
+            first = await fetcher.fetch(url)
+            second = await fetcher.fetch(url, etag=first.etag)
+            return first, second
+
+    first, second = run(twice())
+    assert first.status == 200 and first.content == FEED.encode() and first.charset == "utf-8"
+    assert second.not_modified
+    assert len(https_server.connections) == 1, "the second request reused the TLS connection"
+
+
+def test_an_idle_connection_the_server_closed_is_not_reused(http_server, settings):
+    """Servers drop idle keep-alive connections without a word: the next request opens a new one
+    instead of failing on the dead one."""
+    def answer_then_hang_up(handler):
+        handler.send_simple(200, FEED.encode(), content_type="application/rss+xml")
+        handler.close_connection = True  # closed after the answer, which announced keep-alive
+
+    url = http_server.handle("/flux.xml", answer_then_hang_up)
+
+    async def twice():
+        async with Fetcher(settings) as fetcher:
+            first = await fetcher.fetch(url)
+            await asyncio.sleep(0.2)  # the server's close reaches us
+            return first, await fetcher.fetch(url)
+
+    first, second = run(twice())
+    assert first.content == second.content == FEED.encode()
+    assert len(http_server.connections) == 2
+
+
+@pytest.mark.parametrize(("ca", "cert"), [("other-ca", "server"), ("ca", "elsewhere")])
+def test_https_refuses_an_untrusted_certificate(pki, settings, monkeypatch, ca, cert):
+    """A certificate from a CA we do not trust, or for another name: `tls`, and no request is sent."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(pki / f"{ca}.pem"))
+    with FixtureServer(tls=server_context(pki, cert)) as server:
+        error = fetch_error(settings, server.serve("/flux.xml", FEED))
+        assert server.requests == []
+    assert error.reason == "tls" and "certificate" in str(error).lower()
 
 
 def test_dns_failure_classification():

@@ -1,17 +1,14 @@
 """SMTP delivery over TLS against a real aiosmtpd server on 127.0.0.1: STARTTLS and implicit TLS (SMTPS), with
 AUTH, a refused password, and certificates veille must refuse (private CA not trusted, another CA, another name).
 
-The certificates are made at test time with the `openssl` command in a temporary folder: a throwaway private
-CA and a server certificate for 127.0.0.1/localhost. veille builds its TLS context with
-`ssl.create_default_context()`, so an operator trusts a private CA the OpenSSL way, with `SSL_CERT_FILE`.
+The certificates are made at test time (tests/pki.py): a throwaway private CA and a server certificate for
+127.0.0.1/localhost. veille builds its TLS context with `ssl.create_default_context()`, so an operator trusts
+a private CA the OpenSSL way, with `SSL_CERT_FILE`.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ from veille.errors import MailError
 from veille.mail import deliver_week
 
 from .digestdata import BASE, SOURCES, WEEK, add_members, populate
+from .pki import server_context
 from .smtpserver import Login, SmtpServer
 
 USER, PASSWORD = "veille@territoires-numeriques.fr", "Mot-de-passe-de-test-2026"
@@ -29,60 +27,12 @@ SERVED = ("alice", "bruno", "chloe")  # damien follows no topic with news this w
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 
 
-# -- certificates -------------------------------------------------------------------------------------
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    done = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, f"openssl {' '.join(args)}: {done.stderr}"
-
-
-def _make_ca(folder: Path, name: str) -> None:
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "1", "-subj", f"/O=veille tests/CN={name}",
-             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-             cwd=folder)
-
-
-def _make_server_cert(folder: Path, name: str, ca: str, alt_names: str) -> None:
-    (folder / f"{name}.ext").write_text(
-        f"subjectAltName={alt_names}\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-        "extendedKeyUsage=serverAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", f"{name}.key",
-             "-out", f"{name}.csr", "-subj", f"/O=veille tests/CN={name}", cwd=folder)
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
-             "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=folder)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Path:
-    """A private CA, its certificate for 127.0.0.1/localhost, one for another name, and an unrelated CA."""
-    if shutil.which("openssl") is None:
-        pytest.fail("the openssl command is needed to make the test certificates (apt-get install openssl)")
-    folder = tmp_path_factory.mktemp("pki")
-    _make_ca(folder, "ca")
-    _make_server_cert(folder, "server", "ca", "IP:127.0.0.1,DNS:localhost")
-    _make_server_cert(folder, "elsewhere", "ca", "DNS:smtp.territoires-numeriques.fr")
-    _make_ca(folder, "other-ca")
-    return folder
-
-
-def _server_context(pki: Path, name: str = "server") -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(pki / f"{name}.pem", pki / f"{name}.key")
-    return context
+# -- certificates (tests/pki.py; the `pki` and `trust_ca` fixtures are in conftest.py) -----------------
 
 
 def _tls_server(mode: str, pki: Path, cert: str = "server") -> SmtpServer:
     key = "tls_context" if mode == "starttls" else "ssl_context"
-    return SmtpServer(credentials=(USER, PASSWORD), **{key: _server_context(pki, cert)})
-
-
-@pytest.fixture
-def trust_ca(pki, monkeypatch):
-    """Trust the private CA as an operator would: SSL_CERT_FILE, read by ssl.create_default_context()."""
-    monkeypatch.setenv("SSL_CERT_FILE", str(pki / "ca.pem"))
-    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    return SmtpServer(credentials=(USER, PASSWORD), **{key: server_context(pki, cert)})
 
 
 # -- settings and data --------------------------------------------------------------------------------
