@@ -130,7 +130,10 @@ def test_sending_killed_then_rerun_serves_every_member_exactly_once(week_archive
         rerun = report_of(tmp_path / "rerun.log")
         received = Counter(r for m in smtp.messages for r in m.rcpt_tos)
         assert max(received.values()) == 1, f"someone got two copies: {received}"
-        in_flight = {emails[point.k - 1]} | ({emails[point.k]} if point.delay and point.k < MEMBERS else set())
+        # Killed in the server's hook, the sender is waiting for the k-th member's reply; killed `delay`
+        # later by a timer thread, it may have gone on by a member or more on a loaded machine.
+        in_flight = set(emails[point.k - 1:] if point.delay else emails[point.k - 1:point.k])
+        assert len(rerun["uncertain"]) <= 1, "at most the member in flight can be uncertain"
         assert set(rerun["uncertain"]) <= in_flight, "only the member in flight can be uncertain"
         if point.stage == "DATA" and not point.delay:
             assert rerun["uncertain"] == [emails[point.k - 1]], "the server had it when the sender died"

@@ -117,6 +117,43 @@ def test_the_pool_starts_early_only_when_a_feed_will_be_parsed(http_server, tmp_
     assert a_pass() == (False, "not_modified")
 
 
+def test_pool_processes_get_the_tagger_as_they_start_and_a_reloaded_one_with_the_tasks(http_server, tmp_path, settings):
+    """Tasks carry the rule hash alone while the pool's processes hold that tagger (given at their start);
+    after topics.yaml changes, they carry the new tagger, and articles get the new rules' tags."""
+    topics = tmp_path / "topics.yaml"
+    topics.write_text((ROOT / "topics.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    half = len(STORIES) // 2
+    http_server.serve("/feed.xml", rss(publish(http_server, STORIES[:half])), content_type="application/rss+xml")
+    sources = write_sources(tmp_path / "s.yaml", feed_entry("hebdo", http_server.url("/feed.xml")))
+
+    def tags(watch: Watch) -> dict[int, list[str]]:
+        found: dict[int, list[str]] = {}
+        for r in rows(watch, "SELECT article_id, topic_id FROM article_topics ORDER BY article_id, topic_id"):
+            found.setdefault(r[0], []).append(r[1])
+        return found
+
+    def expected(watch: Watch) -> dict[int, list[str]]:
+        texts = rows(watch, "SELECT id, title, summary, text FROM articles ORDER BY id")
+        found = {r[0]: sorted(m.topic_id for m in watch.tagger.match(r[1], r[2], r[3])) for r in texts}
+        return {k: v for k, v in found.items() if v}
+
+    with Watch(db=tmp_path / "veille.db", sources=sources, topics=topics, config=None,
+               settings=settings.replace(workers=2)) as watch:
+        assert watch.fetch(full_text=False).sources[0].status == "ok"
+        assert watch._task_tagger() == (watch.tagger.rule_hash, None)
+        first = tags(watch)
+        assert first and first == expected(watch)
+        topics.write_text("topics:\n  fibre:\n    label: Fibre\n    keywords: [fibre, raccordement]\n",
+                          encoding="utf-8")
+        watch.reload()
+        rule_hash, blob = watch._task_tagger()
+        assert rule_hash == watch.tagger.rule_hash and blob
+        http_server.serve("/feed.xml", rss(publish(http_server, STORIES)), content_type="application/rss+xml")
+        assert watch.fetch(full_text=False).sources[0].new == len(STORIES) - half
+        assert {t for found in tags(watch).values() for t in found} == {"fibre"}
+        assert tags(watch) == expected(watch)
+
+
 def test_log_lines_alone_are_written_in_the_loop(http_server, tmp_path, watch_factory):
     """Groups with articles go to the writer thread; a group of 304 log lines is written in the loop
     (handing it over cost a warm pass more than writing it)."""

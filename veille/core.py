@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 from .config import Settings, load_settings, load_sources
-from .errors import ConfigError, ExtractError, FetchError, ParseError, SourceError, StoreError
+from .errors import ConfigError, ExtractError, FetchError, ParseError, SourceError, StoreError, VeilleError
 from .store import Store, utcnow
 from .store.articles import FetchLog, SaveResult, SourceBatch
 from .types import Article, Entry, Extracted, PassResult, Response, Source, SourceResult, TopicMatch
@@ -207,6 +207,8 @@ class Watch:
         self._writer_lock = threading.Lock()
         self._page_slots: asyncio.Semaphore | None = None
         self._tagger_pickle: tuple[str, bytes] | None = None
+        self._pool_tagger: str | None = None
+        """Rule hash of the tagger the pool's processes were given when they started."""
         self._synced = False
         """Sources and topics are written to the archive once per configuration, not on every pass."""
 
@@ -271,6 +273,7 @@ class Watch:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+            self._pool_tagger = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -288,8 +291,15 @@ class Watch:
         """Processes for CPU-bound parsing and extraction, so they never stall the fetching loop."""
         if self._pool is None:
             workers = self.settings.workers or os.cpu_count() or 1
-            self._pool = (_InlineExecutor() if workers == 1
-                          else ProcessPoolExecutor(max_workers=workers, initializer=_init_worker))
+            if workers == 1:
+                self._pool = _InlineExecutor()
+            else:
+                try:
+                    tagger = self._tagger_blob()
+                except VeilleError:  # an invalid topics.yaml: reported by whatever needs the topics
+                    tagger = None
+                self._pool_tagger = tagger[0] if tagger else None
+                self._pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(tagger,))
         return self._pool
 
     # -- topics -------------------------------------------------------------------------------------
@@ -323,6 +333,15 @@ class Watch:
         if self._tagger_pickle is None:
             self._tagger_pickle = (self.tagger.rule_hash, pickle.dumps(self.tagger))
         return self._tagger_pickle
+
+    def _task_tagger(self) -> tuple[str, bytes | None] | None:
+        """What a task tells its worker of the tagger: the rule hash alone when the pool's processes got
+        that tagger as they started, else the hash and the pickle (67 KB with the default topics, sent
+        with each of a cold pass's thousand tasks: 0.13 s of CPU)."""
+        blob = self._tagger_blob()
+        if blob is not None and blob[0] == self._pool_tagger and self._pool is not None:
+            return blob[0], None
+        return blob
 
     def _store_tags(self, store: Store, outcomes: Sequence[tuple[int, str]], rows: Sequence[Any]) -> None:
         """Tags of the articles a batch created or changed (rows made by `tag.tag_rows` in the workers),
@@ -460,7 +479,7 @@ class Watch:
             else:  # one trip to a worker, which parses, builds and matches every entry
                 parsed, built = await asyncio.get_running_loop().run_in_executor(
                     self.pool(), _parse_and_build, source.id, source.type, response.content, response.url,
-                    response.charset, source.link_selector, started, self._tagger_blob())
+                    response.charset, source.link_selector, started, self._task_tagger())
                 count, complete = len(built), True
                 built = self._fresh(source, built, lambda item: item[0])
             for warning in parsed.warnings:
@@ -531,7 +550,7 @@ class Watch:
         if not fresh:
             return [], True
         loop = asyncio.get_running_loop()
-        tagger = self._tagger_blob()
+        tagger = self._task_tagger()
         if not want_pages:
             return await loop.run_in_executor(self.pool(), _build_articles, [(e, None, None) for e in fresh],
                                               fetched_at, tagger), True
@@ -684,17 +703,19 @@ _IN_POOL = False
 """True in a pool process (set by `_init_worker`)."""
 
 
-def _init_worker() -> None:
-    """A pool process starts by loading what every pass needs (lxml, numpy, the matcher: ~0.1 s), while
-    the main process is still reading the configuration and the archive (`fetch_async` starts the pool
-    first when a feed will surely be parsed); the first feeds no longer wait for it. What it loaded is
-    frozen out of the cycle collector's scans (as `_relaxed_gc` does in the main process): the first
-    collection walked it all (~70 ms)."""
-    global _IN_POOL
+def _init_worker(tagger: tuple[str, bytes] | None = None) -> None:
+    """A pool process starts by loading what every pass needs (lxml, numpy, the matcher: ~0.1 s) and the
+    pass's tagger, while the main process is still reading the configuration and the archive
+    (`fetch_async` starts the pool first when a feed will surely be parsed); the first feeds no longer
+    wait for it. What it loaded is frozen out of the cycle collector's scans (as `_relaxed_gc` does in
+    the main process): the first collection walked it all (~70 ms)."""
+    global _IN_POOL, _POOL_TAGGER
     _IN_POOL = True
     _relax_gc()
     from . import _simhash, extract, parse, tag  # noqa: F401
 
+    if tagger is not None:
+        _POOL_TAGGER = tagger[0], pickle.loads(tagger[1])
     gc.freeze()
 
 
@@ -726,11 +747,19 @@ def _relaxed_gc() -> Any:
                 gc.unfreeze()
 
 
+_POOL_TAGGER: tuple[str, Any] | None = None
+"""(rule hash, tagger) given to this pool process as it started (`Watch.pool`)."""
 _TAGGERS: dict[str, Any] = {}
+"""The last other tagger a task brought (topics reloaded since the pool started)."""
 
 
-def _worker_tagger(rule_hash: str, blob: bytes) -> Any:
+def _worker_tagger(rule_hash: str, blob: bytes | None) -> Any:
+    """The tagger of `rule_hash`: the process's own, or unpickled from `blob` once (`Watch._task_tagger`)."""
+    if _POOL_TAGGER is not None and _POOL_TAGGER[0] == rule_hash:
+        return _POOL_TAGGER[1]
     if rule_hash not in _TAGGERS:
+        if blob is None:
+            raise RuntimeError(f"this worker was not given the tagger {rule_hash[:12]}")
         _TAGGERS.clear()
         _TAGGERS[rule_hash] = pickle.loads(blob)
         if _IN_POOL:  # kept for the process's life: out of the collector's scans (never a library user's)
