@@ -73,6 +73,41 @@ def test_canonical_url_is_idempotent_and_never_raises(url):
     assert dedupe.canonical_url(once) == once
 
 
+feed_links = st.builds(
+    lambda scheme, host, port, path, tail: f"{scheme}://{host}{port}{path}{tail}",
+    st.sampled_from(["http", "https", "HTTP", "Https"]),
+    st.lists(st.text(alphabet="abz09-", min_size=1, max_size=6), min_size=1, max_size=3).map(".".join)
+    | st.sampled_from(["127.0.0.1", "Www.Exemple.fr", "exemple.fr.", "a..b", "xn--lyon-dpa.fr", "user@exemple.fr"]),
+    st.sampled_from(["", ":", ":0", ":80", ":080", ":443", ":8080", ":65535", ":65536", ":99999"]),
+    st.text(alphabet="/aZ09-._~:@!$&'()*+,;=%", max_size=30).map(lambda p: "/" + p) | st.just(""),
+    st.sampled_from(["", "?", "?id=1", "#", "#haut", " ", "\t"]),
+)
+
+
+@PROFILE
+@given(feed_links)
+@example("http://exemple.fr/a/./b")
+@example("https://exemple.fr:443/%7Eelus/")
+def test_plain_links_take_the_shortcut_to_the_same_canonical_url(url):
+    """`_canonical`'s shortcut for plain links gives exactly what the general road gives."""
+    try:
+        general = dedupe._canonical_general(url.strip())
+    except ValueError:  # e.g. a port out of range: `canonical_url` keeps the URL as it is
+        general = url.strip()
+    assert dedupe.canonical_url(url) == general
+
+
+@PROFILE
+@given(feed_links, st.sampled_from([None, "", "http://127.0.0.1:1/feeds/", "https://www.exemple.fr/a/b;p?q=1"]))
+@example("http://exemple.fr/a;", "http://exemple.fr/")
+@example("HTTP://exemple.fr/a", "http://exemple.fr/")
+def test_plain_links_take_the_shortcut_to_the_same_absolute_url(url, base):
+    """`absolute_url`'s shortcut for plain absolute links gives exactly what urljoin and urlsplit give."""
+    from veille.parse import _resolved_url, absolute_url
+
+    assert absolute_url(url, base) == _resolved_url(url.strip().replace(" ", "%20"), base)
+
+
 @PROFILE
 @given(st.lists(st.tuples(st.sampled_from(["id", "page", "q", "rubrique"]), st.text(alphabet="abc123", max_size=5)),
                 max_size=5, unique_by=lambda kv: kv[0]),

@@ -110,9 +110,27 @@ def canonical_url(url: str) -> str:
         return url.strip()
 
 
+_PLAIN_URL = re.compile(r"(https?)://([a-z0-9-]+(?:\.[a-z0-9-]+)*)(?::([0-9]{1,5}))?(/[A-Za-z0-9/:@!$&'()*+,;=._~-]*)?")
+"""A URL `_canonical_general` would only rebuild: lower-case http(s) scheme and host, a port, a path of
+characters it keeps as they are, no query or fragment. Most links in feeds are; for them the general
+road (urlsplit, quote, parse_qsl, urlencode, urlunsplit) was a sixth of parsing a feed."""
+
+
 @lru_cache(maxsize=4096)
 def _canonical(url: str) -> str:
     url = url.strip()
+    m = _PLAIN_URL.fullmatch(url)
+    if m is not None and "/." not in url:
+        scheme, host, port, path = m.groups()
+        number = int(port) if port else 0
+        if number <= 65535:
+            if number and number != (80 if scheme == "http" else 443):
+                host = f"{host}:{number}"
+            return f"{scheme}://{host}{path or '/'}"
+    return _canonical_general(url)
+
+
+def _canonical_general(url: str) -> str:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower().rstrip(".")

@@ -476,11 +476,22 @@ def _aware(moment: datetime) -> datetime | None:
 # URLs and small helpers
 
 
+_PLAIN_ABSOLUTE = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]*)?(?:/[A-Za-z0-9/:@!$&'()*+,=%._~-]*)?")
+"""An absolute http(s) URL that `urljoin` would return as it is and `urlsplit` accept (no query,
+fragment or `;` parameters, which they may rebuild): most links in feeds, spared both (~10 us each)."""
+
+
 def absolute_url(href: str | None, base: str | None) -> str | None:
     """`href` resolved against `base`, only if the result is an http(s) URL with a host."""
     if not href:
         return None
     href = href.strip().replace(" ", "%20")  # browsers encode the spaces some CMSs leave in links
+    if _PLAIN_ABSOLUTE.fullmatch(href):
+        return href
+    return _resolved_url(href, base)
+
+
+def _resolved_url(href: str, base: str | None) -> str | None:
     try:
         url = urljoin(base or "", href) if base else href
         parts = urlsplit(url)
