@@ -655,3 +655,21 @@ def test_the_loop_keeps_running_while_a_group_is_written(tmp_path, watch_factory
     assert seen[0].startswith("veille-writer") and seen[1] is True
     assert len(result.new_ids) == 2
     assert rows(watch, "SELECT count(*) FROM articles")[0][0] == 2
+
+
+def test_the_last_group_is_written_at_once_when_every_source_waits_for_it(http_server, tmp_path, watch_factory,
+                                                                          monkeypatch):
+    """At the end of a pass every source still running waits for the writer: nobody is left to share
+    the transaction, so it does not wait `GROUP_WAIT` for them (set to a minute here)."""
+    import veille.core
+
+    monkeypatch.setattr(veille.core, "GROUP_WAIT", 60.0)
+    for i in range(3):
+        http_server.serve(f"/f{i}.xml", rss(publish(http_server, prefix=f"/s{i}")), content_type="application/rss+xml")
+    watch = watch_factory(write_sources(tmp_path / "s.yaml", *(feed_entry(f"s{i}", http_server.url(f"/f{i}.xml"))
+                                                               for i in range(3))))
+    started = time.monotonic()
+    assert {r.status for r in watch.fetch(full_text=False).sources} == {"ok"}
+    assert {r.status for r in watch.fetch(full_text=False).sources} == {"not_modified"}
+    assert time.monotonic() - started < 30, "a group waited for sources that had all finished"
+    assert rows(watch, "SELECT count(*) FROM fetch_log")[0][0] == 6

@@ -73,6 +73,9 @@ class _GroupWriter:
     on a cold pass), and the parse workers then ran dry. In a thread, the loop keeps fetching; SQLite
     releases the GIL while it works. The thread's connection only writes these batches, so the loop's
     own reads (what a source already has) see committed rows only.
+
+    When every source still running is waiting for it (the end of a pass), there is nobody left to
+    wait for: the group is written at once instead of after `GROUP_WAIT`.
     """
 
     def __init__(self, watch: "Watch") -> None:
@@ -85,15 +88,31 @@ class _GroupWriter:
         self.writing = False
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None
+        self.running = 0
+        """Sources of the pass not finished yet (`track`); 0 when nobody tracks them (batches then
+        always wait `GROUP_WAIT`)."""
+
+    def track(self, task: asyncio.Future) -> None:
+        """Count `task`, one source of the pass, among those that may still bring a batch."""
+        self.running += 1
+        task.add_done_callback(self._source_done)
 
     async def save(self, batch: SourceBatch, rows: list[Any] | None = None) -> SaveResult:
         """Store `batch` (with the tag rows of its articles, if any); returns when it is committed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[SaveResult] = loop.create_future()
         self.queue.append((batch, rows, future))
-        if not self.writing and self.timer is None:
-            self.timer = loop.call_later(GROUP_WAIT, self._flush)
+        if not self.writing:
+            if 0 < self.running <= len(self.queue):
+                self._flush()
+            elif self.timer is None:
+                self.timer = loop.call_later(GROUP_WAIT, self._flush)
         return await future
+
+    def _source_done(self, _task: asyncio.Future) -> None:
+        self.running -= 1
+        if self.queue and not self.writing and len(self.queue) >= self.running:
+            self._flush()
 
     def close(self) -> None:
         """Wait for the group being written (it commits); batches still queued are dropped with their
@@ -104,7 +123,9 @@ class _GroupWriter:
         self.thread.shutdown(wait=True)
 
     def _flush(self) -> None:
-        self.timer = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.writing or not self.queue or self.closed:
             return
         queue, self.queue = self.queue[:GROUP_MAX], self.queue[GROUP_MAX:]
@@ -429,6 +450,8 @@ class Watch:
                 cleanup.callback(writer.close)
                 tasks = [asyncio.ensure_future(self._fetch_source(fetcher, writer, s, full_text, respect_backoff))
                          for s in sources]
+                for task in tasks:
+                    writer.track(task)
                 results = []
                 try:
                     for coro in asyncio.as_completed(tasks):
