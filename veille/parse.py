@@ -287,20 +287,17 @@ def _html_fragment_text(markup: str) -> str:
 def element_text(root: etree._Element) -> str:
     """Plain text of an (X)HTML element tree; see `html_to_text`."""
     paragraphs: list[str] = []
-    lines: list[str] = []
-    words: list[str] = []
-
-    def end_line() -> None:
-        line = " ".join("".join(words).split())
-        words.clear()
-        if line:
-            lines.append(line)
+    words: list[str] = []  # the paragraph's text, "\x00" for a line break: libxml2 text never holds one
 
     def end_paragraph() -> None:
-        end_line()
-        if lines:
-            paragraphs.append("\n".join(lines))
-            lines.clear()
+        block = "".join(words)
+        words.clear()
+        if "\x00" in block:
+            block = "\n".join(line for line in (" ".join(part.split()) for part in block.split("\x00")) if line)
+        else:
+            block = " ".join(block.split())
+        if block:
+            paragraphs.append(block)
 
     skipping = 0
     for event, el in etree.iterwalk(root, events=("start", "end")):
@@ -317,9 +314,10 @@ def element_text(root: etree._Element) -> str:
                 skipping += 1
                 continue
             if tag in _BLOCK_TAGS:
-                end_paragraph()
+                if words:
+                    end_paragraph()
             elif tag == "br":
-                end_line()
+                words.append("\x00")
             elif tag in _CELL_TAGS:
                 words.append(" ")
             if el.text:
@@ -329,11 +327,12 @@ def element_text(root: etree._Element) -> str:
                 skipping -= 1
                 if skipping:
                     continue
-            elif tag in _BLOCK_TAGS:
+            elif tag in _BLOCK_TAGS and words:
                 end_paragraph()
             if el.tail and el is not root:
                 words.append(el.tail)
-    end_paragraph()
+    if words:
+        end_paragraph()
     text = "\n\n".join(paragraphs)
     normal = _normalise(text)
     # A repair (a control character dropped, mojibake fixed) can empty a line or join spaces: fold again.
