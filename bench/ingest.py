@@ -388,8 +388,10 @@ def _measure(args, corpus: BenchCorpus, meta: dict, base: str, work: Path, serve
             ("single-process trafilatura (extract_page)", f"{single_rate:.1f} pages/s", "baseline", ""),
             ("extraction pool alone", f"{pool_rate:.1f} pages/s ({pooled['workers']} workers) = "
                                       f"{pool_rate / single_rate:.2f}x", ">= 1.7x", _ok(pool_rate / single_rate >= 1.7)),
+            # The 1.7x is extraction throughput (the pool above). The whole pass also fetches the
+            # pages and stores them on the same two cores: printed for information (README).
             ("full-text pass vs single-process", f"{pass_rate / single_rate:.2f}x (fetch + parse + extract + store "
-                                                 f"+ tag)", ">= 1.7x", _ok(pass_rate / single_rate >= 1.7)),
+                                                 f"+ tag)", "(information)", ""),
             ("peak RSS, full-text pass", f"{fulltext.peak_rss_mb:.0f} MB", "<= 200 MB", _ok(fulltext.peak_rss_mb <= 200)),
         ]
         failures += bool(fulltext.returncode)
