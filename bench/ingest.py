@@ -19,17 +19,17 @@ One command: `.venv/bin/python bench/ingest.py [--feeds 1000 --entries 20 --full
 
 Capacity, not politeness, is measured: the settings that throttle on purpose are relaxed through their
 environment variables (VEILLE_POLITENESS_DELAY=0, per-host concurrency = global concurrency), and
-printed. Concurrency 4 is the fastest on loopback: httpcore's pool costs ~1 ms of CPU per request at 4
-connections, ~2 ms at 16 and ~8 ms at 64. `--profile` adds a cProfile run of the cold pass split by
+printed. Concurrency 4 is the fastest on loopback: a request costs ~0.75 ms of CPU at 2 or 4
+connections, ~1.1 ms at 16 and ~5 ms at 64 (httpcore's pool scans its connections for every request). `--profile` adds a cProfile run of the cold pass split by
 pipeline stage. Run it on a quiet machine: the table prints the load average it started with.
 
-Measured on the 2-core development machine on 2026-11-26, at its usual speed (1,000 feeds x 20, default
-topics): cold pass 7.73-8.08 s = 124-130 feeds/s, 13.9-14.9 CPU seconds (target >= 150 feeds/s); warm pass
-1.16-1.25 s (target <= 1.5); peak RSS 134-144 / 53-54 / 113-115 MB (target <= 200); extraction pool 1.88x,
-1.89x and 1.97x single-process extract_page in three runs (target >= 1.7x). Both cores are busy from the first feed to the last (workers:
-parse, build articles with SimHash, match topics; main process: fetching, and a writer thread storing each
-group of finished sources in one transaction), so only less CPU work makes it faster. README.md explains
-where the time goes.
+Measured on the 2-core development machine on 2026-11-26 (second session; its speed drifted by up to 15 %
+meanwhile), 1,000 feeds x 20, default topics: cold pass 7.60 and 7.92 s = 126-132 feeds/s, 13.5-14.1 CPU
+seconds (target >= 150 feeds/s); warm pass 1.13-1.42 s (target <= 1.5); peak RSS 142-147 / 53 / 116-118 MB
+(target <= 200); extraction pool 1.89x, 2.01x and 2.15x single-process extract_page (target >= 1.7x). Both
+cores are busy from the first request to the last group (workers: parse, build articles with SimHash, match
+topics; main process: fetching, and a writer thread storing each group of finished sources in one
+transaction), so only less CPU work makes it faster. README.md explains where the time goes.
 """
 
 from __future__ import annotations
