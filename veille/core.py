@@ -360,7 +360,7 @@ class Watch:
         that tagger as they started, else the hash and the pickle (67 KB with the default topics, sent
         with each of a cold pass's thousand tasks: 0.13 s of CPU)."""
         blob = self._tagger_blob()
-        if blob is not None and blob[0] == self._pool_tagger and self._pool is not None:
+        if blob is not None and blob[0] == self._pool_tagger:
             return blob[0], None
         return blob
 
