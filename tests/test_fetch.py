@@ -309,6 +309,36 @@ def test_trickling_server_cut_by_deadline(http_server, settings):
     assert error.reason == "timeout" and "deadline" in error.message
 
 
+def test_a_body_cut_short_is_a_connection_error(http_server, settings):
+    """The server announces 1,000 bytes, sends 100 and hangs up: an error, never a truncated feed."""
+    def cut(h):
+        h.send_response(200)
+        h.send_header("Content-Type", "application/rss+xml")
+        h.send_header("Content-Length", "1000")
+        h.end_headers()
+        h.wfile.write(FEED.encode()[:100])
+        h.wfile.flush()
+        h.close_connection = True
+
+    error = fetch_error(settings, http_server.handle("/coupe.xml", cut))
+    assert error.reason == "connection"
+
+
+def test_a_tls_handshake_that_never_comes_times_out(settings):
+    """A port that accepts the connection and then says nothing: the connect timeout covers the handshake."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        accepted = []
+        threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+        started = time.monotonic()
+        error = fetch_error(settings.replace(connect_timeout=0.5), f"https://127.0.0.1:{listener.getsockname()[1]}/flux")
+        assert time.monotonic() - started < 4
+        for conn, _ in accepted:
+            conn.close()
+    assert error.reason == "timeout" and accepted
+
+
 # -- body size and decompression ------------------------------------------------------------------
 
 
