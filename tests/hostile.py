@@ -92,10 +92,7 @@ def trickle(seconds: float = 30.0, content_type: str = "application/rss+xml") ->
     """Headers at once, then one byte per second; gives up when the client goes or after `seconds`."""
 
     def handler(h: Handler) -> None:
-        h.send_response(200)
-        h.send_header("Content-Type", content_type)
-        h.send_header("Content-Length", "100000")
-        h.end_headers()
+        h.send_head(200, 100000, content_type=content_type)
         h.close_connection = True
         deadline = time.monotonic() + seconds
         try:

@@ -86,13 +86,20 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_simple(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
                     content_type: str = "text/plain; charset=utf-8") -> None:
+        self.send_head(status, len(body), headers, content_type)
+        self.wfile.write(body)
+
+    def send_head(self, status: int, length: int | None, headers: dict[str, str] | None = None,
+                  content_type: str = "text/plain; charset=utf-8") -> None:
+        """Status and headers only, announcing `length` bytes (None: no Content-Length), for handlers
+        that then write the body their own way (slowly, partly, endlessly)."""
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         for key, value in (headers or {}).items():
             self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
+        if length is not None:
+            self.send_header("Content-Length", str(length))
         self.end_headers()
-        self.wfile.write(body)
 
 
 class _Server(ThreadingHTTPServer):

@@ -292,10 +292,7 @@ def test_read_timeout(http_server, settings):
 
 def test_trickling_server_cut_by_deadline(http_server, settings):
     def trickle(h):
-        h.send_response(200)
-        h.send_header("Content-Type", "text/html; charset=utf-8")
-        h.send_header("Content-Length", "40")
-        h.end_headers()
+        h.send_head(200, 40, content_type="text/html; charset=utf-8")
         try:
             for _ in range(40):
                 h.wfile.write(b"x")
@@ -312,10 +309,7 @@ def test_trickling_server_cut_by_deadline(http_server, settings):
 def test_a_body_cut_short_is_a_connection_error(http_server, settings):
     """The server announces 1,000 bytes, sends 100 and hangs up: an error, never a truncated feed."""
     def cut(h):
-        h.send_response(200)
-        h.send_header("Content-Type", "application/rss+xml")
-        h.send_header("Content-Length", "1000")
-        h.end_headers()
+        h.send_head(200, 1000, content_type="application/rss+xml")
         h.wfile.write(FEED.encode()[:100])
         h.wfile.flush()
         h.close_connection = True
@@ -352,10 +346,7 @@ def test_too_large_while_streaming(http_server, settings):
     sent = []
 
     def endless(h):
-        h.send_response(200)
-        h.send_header("Content-Type", "text/html")
-        h.send_header("Connection", "close")
-        h.end_headers()
+        h.send_head(200, None, {"Connection": "close"}, content_type="text/html")
         h.close_connection = True
         try:
             for _ in range(200):
