@@ -103,7 +103,7 @@ class _GroupWriter:
         future: asyncio.Future[SaveResult] = loop.create_future()
         self.queue.append((batch, rows, future))
         if not self.writing:
-            if 0 < self.running <= len(self.queue):
+            if self._all_waiting():
                 self._flush()
             elif self.timer is None:
                 self.timer = loop.call_later(GROUP_WAIT, self._flush)
@@ -111,8 +111,13 @@ class _GroupWriter:
 
     def _source_done(self, _task: asyncio.Future) -> None:
         self.running -= 1
-        if self.queue and not self.writing and len(self.queue) >= self.running:
+        if not self.writing and self._all_waiting():
             self._flush()
+
+    def _all_waiting(self) -> bool:
+        """Every source still running has queued its batch. False when none is running: nobody tracks
+        them, or the pass was cancelled and its queued batches are dropped with their tasks."""
+        return 0 < self.running <= len(self.queue)
 
     def close(self) -> None:
         """Wait for the group being written (it commits); batches still queued are dropped with their

@@ -303,9 +303,12 @@ class _Stream(httpcore.AsyncNetworkStream):
             poll = select.poll()
             poll.register(sock, select.POLLIN)
             return bool(poll.poll(0))
-        key = {"ssl_object": "ssl_object", "client_addr": "sockname", "server_addr": "peername",
-               "socket": "socket"}.get(info)
+        key = _EXTRA_INFO.get(info)
         return self._writer.get_extra_info(key) if key else None
+
+
+_EXTRA_INFO = {"ssl_object": "ssl_object", "client_addr": "sockname", "server_addr": "peername", "socket": "socket"}
+"""httpcore's names for a connection's facts -> asyncio's."""
 
 
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
