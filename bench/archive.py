@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from veille import dedupe  # noqa: E402
 from veille.digest import iso_week  # noqa: E402
-from veille.store import Store, iso  # noqa: E402
+from veille.store import PAGE_SIZE, Store, iso  # noqa: E402
 from veille.store.schema import MIGRATIONS  # noqa: E402
 
 END = datetime(2026, 11, 29, 20, 0, tzinfo=timezone.utc)
@@ -224,7 +224,7 @@ def archive_path(n: int) -> Path:
     folder = Path(tempfile.gettempdir()) / "veille-bench-archive"
     folder.mkdir(exist_ok=True)
     schema = hashlib.sha256("".join(sql for _n, _name, sql in MIGRATIONS).encode()).hexdigest()[:10]
-    path = folder / f"archive-{n}-{schema}.db"
+    path = folder / f"archive-{n}-{schema}-p{PAGE_SIZE}.db"
     if not path.exists():
         partial = path.with_suffix(".partial")
         for leftover in folder.glob(partial.name + "*"):

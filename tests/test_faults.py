@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import veille.store
 from veille.core import Watch
 from veille.errors import ConfigError, MailError, StoreError
 from veille.mail import deliver_week
@@ -112,8 +113,11 @@ def test_a_write_lock_held_elsewhere_is_a_clear_error_and_the_next_run_recovers(
 # -- a full disk ------------------------------------------------------------------------------------
 
 
-def test_a_full_database_is_a_clear_error_and_the_next_run_recovers(tmp_path, settings, corpus):
-    """SQLite's own limit (`max_page_count`) makes the disk full for this connection only."""
+def test_a_full_database_is_a_clear_error_and_the_next_run_recovers(tmp_path, settings, corpus, monkeypatch):
+    """SQLite's own limit (`max_page_count`) makes the disk full for this connection only. On 4 KB pages
+    (an archive created before veille used 16 KB ones): the rest of this small corpus would fit in the
+    free room of the pages of a 16 KB archive."""
+    monkeypatch.setattr(veille.store, "PAGE_SIZE", 4096)
     sources = corpus.sources_yaml(tmp_path / "sources.yaml")
     db = tmp_path / "veille.db"
     with open_watch(tmp_path, settings, sources) as watch:
@@ -145,7 +149,7 @@ def test_cli_on_a_size_limited_file_fails_cleanly_then_recovers(tmp_path, corpus
     assert hostile.run_cli([*argv, "--source", "journal-0", "--no-full-text"], PASS_ENV, tmp_path / "first.log") == 0
     first = hostile.archive_snapshot(db).articles
     log = tmp_path / "full.log"
-    process = hostile.cli_process(argv, PASS_ENV, log, file_size_limit=16 * 1024)  # a WAL of 3 pages
+    process = hostile.cli_process(argv, PASS_ENV, log, file_size_limit=16 * 1024)  # not one page of WAL
     process.join(120)
     output = log.read_text()
     assert process.exitcode == 1, output

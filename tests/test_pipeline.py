@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from veille.cli import main
-from veille.core import Watch
+from veille.core import WRITER_CACHE_KB, Watch
 from veille.dedupe import canonical_url
 
 from .corpus import STORIES, SYNDICATED, atom, page, rss
@@ -45,8 +45,8 @@ def publish(server, stories=STORIES, prefix="/articles") -> list[tuple]:
 def watch_factory(tmp_path, settings):
     opened = []
 
-    def make(sources: Path) -> Watch:
-        w = Watch(db=tmp_path / "veille.db", sources=sources, topics=tmp_path / "no-topics.yaml",
+    def make(sources: Path, db: Path | None = None) -> Watch:
+        w = Watch(db=db or tmp_path / "veille.db", sources=sources, topics=tmp_path / "no-topics.yaml",
                   config=None, settings=settings)
         opened.append(w)
         return w
@@ -99,6 +99,26 @@ def test_passes_share_one_writer_connection_and_its_simhash_index(http_server, t
     watch.fetch(["s1"])
     assert watch.writer_store() is writer and writer._clusters() is index
     assert 0 < loaded <= index.size == rows(watch, "SELECT count(*) FROM articles WHERE simhash != 0")[0][0]
+
+
+def test_new_archives_get_large_pages_and_older_ones_keep_theirs(http_server, tmp_path, watch_factory):
+    """SQLite fixes the page size when the file is created: an archive made with 4 KB pages (before
+    veille chose 16 KB ones) is stored into as before, and the writer's connection gets a larger cache."""
+    from veille.store import PAGE_SIZE
+
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.execute("PRAGMA page_size = 4096")
+        conn.execute("VACUUM")  # an empty database file with 4 KB pages
+    http_server.serve("/f.xml", rss(publish(http_server)), content_type="application/rss+xml")
+    sources = write_sources(tmp_path / "s.yaml", feed_entry("s", http_server.url("/f.xml")))
+    for db, size in ((tmp_path / "new.db", PAGE_SIZE), (old, 4096)):
+        watch = watch_factory(sources, db=db)
+        watch.fetch(full_text=False)
+        assert rows(watch, "PRAGMA page_size")[0][0] == size
+        assert rows(watch, "SELECT count(*) FROM articles")[0][0] == len(STORIES)
+        assert watch.writer_store().scalar("PRAGMA cache_size") == -WRITER_CACHE_KB
+    assert PAGE_SIZE > 4096
 
 
 def test_the_pool_starts_early_only_when_a_feed_will_be_parsed(http_server, tmp_path, settings):
