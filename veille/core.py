@@ -298,7 +298,7 @@ class Watch:
         with self._writer_lock:
             if self._writer is None:
                 self._writer = Store.open(self.store.path, migrate=False)
-                self._writer.conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KB}")
+                self._writer.conn.execute(f"PRAGMA cache_size = -{int(WRITER_CACHE_KB)}")
             return self._writer
 
     def close(self) -> None:

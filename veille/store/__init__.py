@@ -51,10 +51,19 @@ def paris_week(moment: datetime) -> str:
     """`article_weeks.week` worked out in Python: the ISO week in Europe/Paris under the EU summer-time
     rule the view applies (last Sunday of March to last Sunday of October, 01:00 UTC), at the second
     precision stored, so `articles.week` written with an article always equals the view's."""
-    utc = moment.astimezone(timezone.utc).replace(microsecond=0, tzinfo=None)
+    return iso_and_week(moment)[1]
+
+
+def iso_and_week(moment: datetime) -> tuple[str, str]:
+    """`(iso(moment), paris_week(moment))` with one conversion: the writer needs both for every new article."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetimes are not stored: give a timezone")
+    if moment.tzinfo is not timezone.utc:
+        moment = moment.astimezone(timezone.utc)
+    utc = moment.replace(microsecond=0, tzinfo=None)
     summer = _last_sunday_1am(utc.year, 3) <= utc < _last_sunday_1am(utc.year, 10)
     year, week, _ = (utc + timedelta(hours=2 if summer else 1)).isocalendar()
-    return f"{year}-W{week:02d}"
+    return utc.isoformat() + "Z", f"{year}-W{week:02d}"
 
 
 @cache
@@ -102,7 +111,7 @@ class Store(ArticlesMixin, TopicsMixin, MembersMixin, DigestsMixin, ArchiveMixin
             conn.execute("PRAGMA busy_timeout = 30000")
             conn.execute("PRAGMA foreign_keys = ON")
             if not readonly:
-                conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+                conn.execute(f"PRAGMA page_size = {int(PAGE_SIZE)}")
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as e:

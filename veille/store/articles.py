@@ -277,7 +277,7 @@ class ArticlesMixin:
         assigned here (the transaction holds the write lock), and entries that meet again within the
         batch (same guid, URL or canonical URL) are resolved in memory exactly as one by one.
         """
-        from . import iso, paris_week
+        from . import iso, iso_and_week
 
         if not articles:
             return []
@@ -320,6 +320,14 @@ class ArticlesMixin:
         new_clusters: list[tuple[int, str | None]] = []
         url_rows: list[tuple[str, int]] = []
         outcomes: list[tuple[int, str]] = []
+        fetched_isos: dict[datetime, str] = {}  # a source's articles share their fetch time
+
+        def fetched_iso(article: Article) -> str:
+            stamp = fetched_isos.get(article.fetched_at)
+            if stamp is None:
+                stamp = fetched_isos[article.fetched_at] = iso(article.fetched_at)
+            return stamp
+
         for article in articles:
             urls = [u for u in dict.fromkeys((article.canonical_url, article.url, *article.urls)) if u]
             stored = by_guid.get((article.source_id, article.guid)) if article.guid else None
@@ -339,13 +347,13 @@ class ArticlesMixin:
                             "UPDATE articles SET title = ?, text = ?, summary = ?, author = COALESCE(?, author), "
                             "lang = COALESCE(?, lang), text_source = ?, simhash = ?, updated_at = ? WHERE id = ?",
                             (article.title, article.text, article.summary, article.author, article.lang,
-                             article.text_source, article.simhash, iso(article.fetched_at), stored.id),
+                             article.text_source, article.simhash, fetched_iso(article), stored.id),
                         )
                     else:  # stored earlier in this batch: not written yet, the same change on its row
                         row[5], row[7], row[8], row[9], row[16] = (article.title, article.summary, article.text,
                                                                    article.text_source, article.simhash)
                         row[6], row[10] = article.author or row[6], article.lang or row[10]
-                        row[14] = iso(article.fetched_at)
+                        row[14] = fetched_iso(article)
                     stored.title, stored.text, stored.summary = article.title, article.text, article.summary
                     index.add(stored.id, article.simhash, stored.cluster_id,
                               datetime.fromisoformat(stored.published_at.replace("Z", "+00:00")))
@@ -354,17 +362,16 @@ class ArticlesMixin:
                 cluster_id = index.find(article.simhash, article.published_at)
                 if cluster_id is None:
                     cluster_id, next_cluster = next_cluster, next_cluster + 1
-                    new_clusters.append((cluster_id, iso(article.fetched_at)))
-                published = iso(article.published_at)
-                fetched = iso(article.fetched_at)
+                    new_clusters.append((cluster_id, fetched_iso(article)))
+                published, week = iso_and_week(article.published_at)
+                fetched = fetched_iso(article)
                 stored = _Stored(next_id, article.source_id, article.title, article.summary, article.text,
                                  cluster_id, published)
                 next_id += 1
                 pending[stored.id] = [
                     stored.id, article.source_id, article.guid, article.url, article.canonical_url, article.title,
                     article.author, article.summary, article.text, article.text_source, article.lang, published,
-                    int(article.date_is_fallback), fetched, fetched, cluster_id, article.simhash,
-                    paris_week(article.published_at)]
+                    int(article.date_is_fallback), fetched, fetched, cluster_id, article.simhash, week]
                 index.add(stored.id, article.simhash, cluster_id, article.published_at)
                 if article.guid:
                     by_guid[(article.source_id, article.guid)] = stored
