@@ -225,6 +225,30 @@ def test_changed_feed_stores_only_new_entries(http_server, tmp_path, watch_facto
     assert watch.store.article_count() == 4
 
 
+def test_a_feed_only_pass_leaves_known_titles_as_stored_and_updates_changed_ones(http_server, tmp_path,
+                                                                                 watch_factory):
+    """After a full-text pass, the feed's shorter copy of an article never replaces the page's text; a
+    changed title is an update; an entry the feed lists twice is stored once."""
+    from dataclasses import replace
+
+    items = publish(http_server)
+    http_server.serve("/feed.xml", rss(items), content_type="application/rss+xml")
+    watch = watch_factory(write_sources(tmp_path / "s.yaml", feed_entry("hebdo", http_server.url("/feed.xml"))))
+    assert watch.fetch().sources[0].new == len(STORIES)
+    pages = {r["guid"]: r["text"] for r in rows(watch, "SELECT guid, text FROM articles")}
+    retitled = replace(STORIES[0], title="Fibre : la Creuse entièrement raccordée", lead="Un autre chapeau.")
+    relead = replace(STORIES[1], lead="Un chapeau réécrit par la rédaction web.")
+    changed = [(retitled, items[0][1]), (relead, items[1][1]), *items[2:], items[2]]
+    http_server.serve("/feed.xml", rss(changed), content_type="application/rss+xml")
+    result = watch.fetch(full_text=False).sources[0]
+    assert (result.status, result.entries, result.new, result.updated) == ("ok", len(STORIES) + 1, 0, 1)
+    stored = {r["guid"]: r for r in rows(watch, "SELECT guid, title, text, text_source FROM articles")}
+    assert len(stored) == len(STORIES)
+    assert stored[STORIES[0].slug]["title"] == retitled.title and stored[STORIES[0].slug]["text_source"] == "feed"
+    for story in STORIES[1:]:
+        assert stored[story.slug]["text"] == pages[story.slug] and stored[story.slug]["text_source"] == "page"
+
+
 def test_listing_page_and_sitemap_sources(http_server, tmp_path, watch_factory):
     items = publish(http_server)
     links = "".join(f'<h3><a href="/articles/{s.slug}">{s.title}</a></h3>' for s, _ in items[:2])

@@ -61,6 +61,9 @@ class SourceBatch:
     cache: Sequence[tuple[str, str | None, str | None]] = ()
     title: str | None = None
     moved_to: str | None = None
+    keep_same_title: bool = False
+    """Leave an article the source already stored under the same title as it is: a feed-only pass
+    must not replace the page's full text with the feed's copy, nor re-tag what did not change."""
 
 
 @dataclass(frozen=True)
@@ -250,7 +253,7 @@ class ArticlesMixin:
                 articles = [a for batch in batches for a in batch.articles]
                 if articles:  # a pass of 304s never loads the SimHash index (nor numpy)
                     self._clusters().refresh(self.conn)  # rows other processes committed since the last batch
-                outcomes = self._upsert_articles(articles)
+                outcomes = self._upsert_articles(articles, [b.keep_same_title for b in batches for _ in b.articles])
                 results = []
                 for batch in batches:
                     mine, outcomes = outcomes[:len(batch.articles)], outcomes[len(batch.articles):]
@@ -268,7 +271,8 @@ class ArticlesMixin:
             self._cluster_index = None  # it may hold rows of the rolled-back batches
             raise
 
-    def _upsert_articles(self: "Store", articles: Sequence[Article]) -> list[tuple[int, str]]:
+    def _upsert_articles(self: "Store", articles: Sequence[Article],
+                         keep_same_title: Sequence[bool] | None = None) -> list[tuple[int, str]]:
         """Insert or update a batch of articles: bulk lookups, then one multi-row statement per table.
 
         Each INSERT statement makes FTS5 flush its pending terms into a new index segment (the full-text
@@ -328,7 +332,7 @@ class ArticlesMixin:
                 stamp = fetched_isos[article.fetched_at] = iso(article.fetched_at)
             return stamp
 
-        for article in articles:
+        for article, keep in zip(articles, keep_same_title or [False] * len(articles)):
             urls = [u for u in dict.fromkeys((article.canonical_url, article.url, *article.urls)) if u]
             stored = by_guid.get((article.source_id, article.guid)) if article.guid else None
             if stored is None:
@@ -338,8 +342,8 @@ class ArticlesMixin:
                 stored = by_canonical[article.canonical_url]  # same canonical URL under another guid
             elif stored is not None:
                 if stored.source_id == article.source_id and (
-                        stored.title != article.title or stored.text != article.text
-                        or stored.summary != article.summary):
+                        stored.title != article.title or not keep and (
+                            stored.text != article.text or stored.summary != article.summary)):
                     status = "updated"
                     row = pending.get(stored.id)
                     if row is None:
