@@ -170,6 +170,24 @@ def test_hits_explain_with_the_matched_words_in_context():
     assert marked.hit.text[marked.start:marked.end] == "THD"
 
 
+def test_rows_are_the_stored_form_of_the_matches():
+    """`Tagger.rows` (what the pipeline's workers send) is `tag_rows` of `match`, hits JSON included."""
+    from veille.tag import tag_rows
+
+    t = Tagger(load_topics(ROOT / "topics.yaml"))
+    texts = [("Cyberattaque : la mairie paralysée", "Un rançongiciel chiffre les serveurs de la commune.",
+              "L'ANSSI et le CERT-FR accompagnent la collectivité ; la fibre optique du réseau d'initiative "
+              "publique n'est pas touchée.\nLes données ouvertes restent en ligne sur data.gouv.fr."),
+             ("Conseil municipal", "", "Rien sur le numérique ici, sinon l'inclusion numérique des seniors.")]
+    for title, summary, text in texts:
+        rows = t.rows(title, summary, text)
+        assert rows and rows == tag_rows(t, t.match(title, summary, text))
+        for topic_id, _score, hits, rule_hash in rows:
+            assert rule_hash == t.topic_hashes[topic_id]
+            assert {h["field"] for h in json.loads(hits)} <= {"title", "summary", "body"}
+    assert t.rows("", "", "") == ()
+
+
 @pytest.mark.parametrize("keyword, text, expected", [
     ("co*", "Une écoute attentive au cœur du quartier", "Une écoute attentive au [cœur] du quartier"),
     ("cœur de ville", "Le projet Action Cœur  de\nVille avance", "Le projet Action [Cœur de Ville] avance"),

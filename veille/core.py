@@ -693,18 +693,17 @@ class Watch:
 
 def _build_articles(items: list[tuple[Entry, Extracted | None, str | None]], fetched_at: datetime,
                     tagger: tuple[str, bytes] | None = None) -> list[tuple[Article, tuple | None]]:
-    """`build_article` over one source's batch, with each article's tag rows (`tag.tag_rows`), in a
+    """`build_article` over one source's batch, with each article's tag rows (`Tagger.rows`), in a
     worker process (top-level so it pickles).
 
     Matching is CPU-bound and the main process is a cold pass's bottleneck, so it runs here. The tagger
     comes pickled once per pass with its rule hash and is unpickled once per worker.
     """
     from .extract import build_articles
-    from .tag import tag_rows
 
     matcher = _worker_tagger(*tagger) if tagger else None
-    return [(article, tag_rows(matcher, matcher.match(article.title, article.summary, article.text))
-             if matcher else None) for article in build_articles(items, fetched_at, parsed=True)]
+    return [(article, matcher.rows(article.title, article.summary, article.text) if matcher else None)
+            for article in build_articles(items, fetched_at, parsed=True)]
 
 
 def _parse_and_build(source_id: str, source_type: str, content: bytes, url: str, charset: str | None,

@@ -207,7 +207,9 @@ class MarkedHit:
     end: int
 
 
-_Result = tuple  # (topic_id, score, ((Hit, mark start, mark end), ...)): plain tuples, this is the hot path
+_Result = tuple
+"""(topic_id, score, (((keyword, field, text), mark start, mark end), ...)): plain tuples, this is the hot
+path; `match` makes `Hit`s of them, `rows` JSON straight away."""
 _KEYWORD, _REQUIRE, _EXCLUDE, _QUERY = range(4)
 
 
@@ -664,16 +666,16 @@ class Tagger:
     def _near(self, state: _FieldState, left: int, right: int, distance: int) -> bool:
         return self._near_pair(state, left, right, distance) is not None
 
-    def _hit(self, state: _FieldState, node: tuple) -> tuple[Hit, int, int]:
+    def _hit(self, state: _FieldState, node: tuple) -> tuple[tuple[str, Field, str], int, int]:
         if node[0] != "near":
             return self._term_hit(state, node[1], node[-1])
         span = self._near_pair(state, node[1], node[2], node[3])
         assert span is not None
         start, end = state.folded.span(*span)
         text, mark_start, mark_end = _context(state.folded.text, start, end)
-        return Hit(node[-1], state.name, text), mark_start, mark_end
+        return (node[-1], state.name, text), mark_start, mark_end
 
-    def _term_hit(self, state: _FieldState, aid: int, keyword: str) -> tuple[Hit, int, int]:
+    def _term_hit(self, state: _FieldState, aid: int, keyword: str) -> tuple[tuple[str, Field, str], int, int]:
         """The hit of the atom's first occurrence in the field (one per keyword and field)."""
         span = state.spans.get(aid)
         if span is None:
@@ -683,16 +685,24 @@ class Tagger:
                 first = self._first(state, aid)
                 span = state.folded.span(first, first + len(self._atoms[aid]) - 1)
         text, mark_start, mark_end = _context(state.folded.text, *span)
-        return Hit(keyword, state.name, text), mark_start, mark_end
+        return (keyword, state.name, text), mark_start, mark_end
 
     def match(self, title: str, summary: str, text: str) -> list[TopicMatch]:
         """The topics this article gets, in topics.yaml order, with score and hits."""
-        return [TopicMatch(topic_id, score, tuple([h[0] for h in hits]))
+        return [TopicMatch(topic_id, score, tuple([Hit(*h[0]) for h in hits]))
                 for topic_id, score, hits in self._run(title or "", summary or "", text or "")]
+
+    def rows(self, title: str, summary: str, text: str) -> tuple["TagRow", ...]:
+        """`tag_rows(self, self.match(...))` without the `TopicMatch`es and `Hit`s in between: the
+        pipeline's workers tag every article and only send the rows on."""
+        hashes = self.topic_hashes
+        return tuple([(topic_id, score, _hits_json([h[0] for h in hits]), hashes[topic_id])
+                      for topic_id, score, hits in self._run(title or "", summary or "", text or "")])
 
     def match_marked(self, title: str, summary: str, text: str) -> list[tuple[TopicMatch, tuple[MarkedHit, ...]]]:
         """Like `match`, with the position of the matched words inside each hit's text."""
-        return [(TopicMatch(topic_id, score, tuple(h[0] for h in hits)), tuple(MarkedHit(*h) for h in hits))
+        return [(TopicMatch(topic_id, score, tuple(Hit(*h[0]) for h in hits)),
+                 tuple(MarkedHit(Hit(*h[0]), h[1], h[2]) for h in hits))
                 for topic_id, score, hits in self._run(title or "", summary or "", text or "")]
 
 
@@ -730,11 +740,16 @@ def _context(text: str, start: int, end: int, width: int = CONTEXT_CHARS) -> tup
     return pre + middle + post, len(pre), len(pre) + len(middle)
 
 
-def _hits_json(hits: Iterable[Hit]) -> str:
-    """article_topics.hits: [{"keyword", "field", "text"}], written directly: this runs per tagged article."""
+def _hits_json(hits: Iterable[tuple[str, Field, str]]) -> str:
+    """article_topics.hits: [{"keyword", "field", "text"}] of (keyword, field, text) triples, written
+    directly: this runs per tagged article."""
     quote = _json_string
-    return "[" + ",".join(f'{{"keyword":{quote(h.keyword)},"field":"{h.field}","text":{quote(h.text)}}}'
-                          for h in hits) + "]"
+    return "[" + ",".join(f'{{"keyword":{quote(keyword)},"field":"{field}","text":{quote(text)}}}'
+                          for keyword, field, text in hits) + "]"
+
+
+def _triples(hits: Iterable[Hit]) -> list[tuple[str, Field, str]]:
+    return [(h.keyword, h.field, h.text) for h in hits]
 
 
 def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
@@ -789,7 +804,7 @@ def tag_rows(tagger: Tagger, matches: Sequence[TopicMatch]) -> tuple[TagRow, ...
     processes: a row is four plain values, where a `TopicMatch` with its `Hit`s is a dozen objects to
     pickle, send and rebuild in the main process."""
     hashes = tagger.topic_hashes
-    return tuple((m.topic_id, m.score, _hits_json(m.hits), hashes[m.topic_id]) for m in matches)
+    return tuple((m.topic_id, m.score, _hits_json(_triples(m.hits)), hashes[m.topic_id]) for m in matches)
 
 
 def store_matches(store: "Store", tagger: Tagger, matched: Sequence[tuple[int, Sequence[TopicMatch]]],
@@ -875,9 +890,8 @@ def retag(store: "Store", topics: Sequence[Topic], topic_ids: Sequence[str] | No
             rows = store.fts_articles(expr)
             tags = []
             for row in rows:
-                matches = tagger.match(row["title"], row["summary"], row["text"])
-                if matches:
-                    tags.append((row["id"], matches[0].score, _hits_json(matches[0].hits), topic.rule_hash))
+                for _topic_id, score, hits, rule_hash in tagger.rows(row["title"], row["summary"], row["text"]):
+                    tags.append((row["id"], score, hits, rule_hash))
             new = {t[0] for t in tags}
             store.replace_topic_tags(topic_id, tags, old - new, now)
             store.mark_topic_tagged(topic_id, topic.rule_hash)
