@@ -23,10 +23,11 @@ printed. Concurrency 4 is the fastest on loopback: a request costs ~0.75 ms of C
 connections, ~1.1 ms at 16 and ~5 ms at 64 (httpcore's pool scans its connections for every request). `--profile` adds a cProfile run of the cold pass split by
 pipeline stage. Run it on a quiet machine: the table prints the load average it started with.
 
-Measured on the 2-core development machine on 2026-11-26 (second session; its speed drifted by up to 15 %
-meanwhile), 1,000 feeds x 20, default topics: cold pass 7.60 and 7.92 s = 126-132 feeds/s, 13.5-14.1 CPU
-seconds (target >= 150 feeds/s); warm pass 1.13-1.42 s (target <= 1.5); peak RSS 142-147 / 53 / 116-118 MB
-(target <= 200); extraction pool 1.89x, 2.01x and 2.15x single-process extract_page (target >= 1.7x). Both
+Measured on the 2-core development machine on 2026-11-26 (third session; its speed drifted by 15-50 %
+meanwhile), 1,000 feeds x 20, default topics: cold pass 6.86 and 6.58 s = 146 and 152 feeds/s, 12.5 and
+12.2 CPU seconds (target >= 150 feeds/s); warm pass 1.04-1.06 s (target <= 1.5); peak RSS 149-150 / 53 MB
+(target <= 200); extraction pool 1.89x, 2.01x and 2.15x single-process extract_page (second session,
+target >= 1.7x). Both
 cores are busy from the first request to the last group (workers: parse, build articles with SimHash, match
 topics; main process: fetching, and a writer thread storing each group of finished sources in one
 transaction), so only less CPU work makes it faster. README.md explains where the time goes.
