@@ -748,10 +748,6 @@ def _hits_json(hits: Iterable[tuple[str, Field, str]]) -> str:
                           for keyword, field, text in hits) + "]"
 
 
-def _triples(hits: Iterable[Hit]) -> list[tuple[str, Field, str]]:
-    return [(h.keyword, h.field, h.text) for h in hits]
-
-
 def _chunks(items: Sequence, size: int) -> Iterable[Sequence]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -804,7 +800,7 @@ def tag_rows(tagger: Tagger, matches: Sequence[TopicMatch]) -> tuple[TagRow, ...
     processes: a row is four plain values, where a `TopicMatch` with its `Hit`s is a dozen objects to
     pickle, send and rebuild in the main process."""
     hashes = tagger.topic_hashes
-    return tuple((m.topic_id, m.score, _hits_json(_triples(m.hits)), hashes[m.topic_id]) for m in matches)
+    return tuple((m.topic_id, m.score, _hits_json([(h.keyword, h.field, h.text) for h in m.hits]), hashes[m.topic_id]) for m in matches)
 
 
 def store_matches(store: "Store", tagger: Tagger, matched: Sequence[tuple[int, Sequence[TopicMatch]]],
