@@ -238,6 +238,25 @@ def test_https_with_a_trusted_certificate_keeps_its_connection(https_server, set
     assert len(https_server.connections) == 1, "the second request reused the TLS connection"
 
 
+def test_the_trust_store_is_loaded_at_the_first_handshake_only(http_server, https_server, settings, trust_ca):
+    """Plain-HTTP requests never pay for loading the CA bundle; the pool's placeholder trusts nothing."""
+    plain = http_server.serve("/flux.xml", FEED, content_type="application/rss+xml; charset=utf-8")
+    secure = https_server.serve("/flux.xml", FEED, content_type="application/rss+xml; charset=utf-8")
+
+    async def both():
+        async with Fetcher(settings) as fetcher:
+            placeholder = fetcher._transport._pool._ssl_context
+            assert (await fetcher.fetch(plain)).status == 200
+            before = placeholder._trusted
+            assert (await fetcher.fetch(secure)).status == 200
+            return placeholder, before
+
+    placeholder, before = run(both())
+    assert before is None
+    assert placeholder.cert_store_stats()["x509_ca"] == 0
+    assert placeholder._trusted.cert_store_stats()["x509_ca"] == 1  # the test CA, from SSL_CERT_FILE
+
+
 def test_an_idle_connection_the_server_closed_is_not_reused(http_server, settings):
     """Servers drop idle keep-alive connections without a word: the next request opens a new one
     instead of failing on the dead one."""

@@ -174,6 +174,33 @@ def test_pool_processes_get_the_tagger_as_they_start_and_a_reloaded_one_with_the
         assert tags(watch) == expected(watch)
 
 
+def test_source_states_and_validators_are_read_in_bulk_as_one_by_one(store):
+    """A pass reads every source's state and validators before its tasks start: 1,200 sources (more
+    than one query's worth) give what 1,200 single reads give."""
+    from datetime import datetime, timezone
+
+    from veille.store.articles import FetchLog
+    from veille.types import Source
+
+    sources = [Source(id=f"s{i}", name=f"S{i}", type="feed", url=f"http://127.0.0.1/{i}.xml") for i in range(1200)]
+    store.sync_sources(sources)
+    at = datetime(2026, 11, 26, 9, tzinfo=timezone.utc)
+    for i in range(0, 1200, 7):
+        store.save_source_batch(f"s{i}", [], FetchLog(f"s{i}", sources[i].url, at, 3, status=200),
+                                [(sources[i].url, f'"e{i}"', None)])
+    store.record_failure(FetchLog("s5", sources[5].url, at, 3, status=500, reason="server_error", error="HTTP 500"),
+                         next_attempt_at=at)
+    ids = [s.id for s in sources] + ["unknown"]
+    states = store.source_states(ids)
+    assert set(states) == set(ids) - {"unknown"}
+    assert all(states[i] == store.source_state(i) for i in ids[:-1])
+    assert states["s5"].consecutive_failures == 1 and states["s7"].consecutive_failures == 0
+    urls = [s.url for s in sources]
+    entries = store.cache_entries(urls)
+    assert len(entries) == len(range(0, 1200, 7)) and entries[sources[7].url].etag == '"e7"'
+    assert all(entries.get(u) == store.cache_get(u) for u in urls)
+
+
 def test_log_lines_alone_are_written_in_the_loop(http_server, tmp_path, watch_factory):
     """Groups with articles go to the writer thread; a group of 304 log lines is written in the loop
     (handing it over cost a warm pass more than writing it)."""

@@ -218,6 +218,16 @@ def test_tagger_survives_pickling_and_forgetting_what_it_learnt():
     assert t.match("", "", text) == clone.match("", "", text) == before
 
 
+def test_prepare_compiles_every_phrase_and_changes_no_result():
+    topics = load_topics(ROOT / "topics.yaml")
+    lazy, ready = Tagger(topics), Tagger(topics)
+    ready.prepare()
+    phrases = [aid for aid, simple in enumerate(ready._simple) if not simple]
+    assert phrases and set(ready._patterns[False]) == set(phrases) and not lazy._patterns[False]
+    for title, summary, text in ARCHIVE:
+        assert ready.rows(title, summary, text) == lazy.rows(title, summary, text)
+
+
 def test_topics_come_out_in_file_order():
     t = Tagger([kw("b", "vélo"), kw("a", "fibre")])
     assert [m.topic_id for m in t.match("", "", "fibre et vélo")] == ["b", "a"]
@@ -430,6 +440,21 @@ def test_label_and_order_changes_do_not_retag(store):
     assert sync_topics(store, renamed) == []
     states = store.topic_states()
     assert (states["cyber"].label, states["cyber"].position, states["rip"].position) == ("Cybersécurité", 0, 1)
+
+
+def test_retag_of_an_empty_archive_records_the_rules_and_the_first_articles_get_tagged(store):
+    topics = [kw("rip", "fibre optique"), kw("cyber", "cyberattaque")]
+    assert sync_topics(store, topics) == ["rip", "cyber"]
+    result = retag(store, topics)
+    assert [(t.topic_id, t.candidates, t.tagged) for t in result.topics] == [("rip", 0, 0), ("cyber", 0, 0)]
+    assert sync_topics(store, topics) == []  # rule versions recorded: nothing left to re-tag
+    ids = add_articles(store, ARCHIVE)
+    assert tag_pending(store, Tagger(topics)) >= 2
+    assert _tags(store, "rip") and set(_tags(store, "rip")) <= set(ids)
+    changed = [kw("rip", "fibre optique", "très haut débit"), topics[1]]
+    assert sync_topics(store, changed) == ["rip"]
+    (rip,) = retag(store, changed).topics
+    assert rip.gained == 1  # with articles stored, a changed rule goes over them again
 
 
 def test_retag_of_a_given_topic_is_forced(store):

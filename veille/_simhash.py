@@ -41,6 +41,11 @@ def _word_chars() -> np.ndarray:
     return table
 
 
+def prepare() -> None:
+    """Build the character table now (~30 ms) instead of at the first text (see `veille.core._init_worker`)."""
+    _word_chars()
+
+
 def _powers(size: int) -> tuple[np.ndarray, np.ndarray]:
     """_BASE**i and _BASE**-i for i < size (views of the cached tables, or built for this text)."""
     if size <= _BLOCK:

@@ -283,6 +283,8 @@ class _Stream(httpcore.AsyncNetworkStream):
 
     async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
                         timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+        if isinstance(ssl_context, _DeferredTrust):
+            ssl_context = ssl_context.trusted()
         try:
             async with asyncio.timeout(timeout):
                 await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
@@ -346,11 +348,27 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         await asyncio.sleep(seconds)
 
 
+class _DeferredTrust(ssl.SSLContext):
+    """What the connection pool holds instead of a TLS context: `_Stream.start_tls` swaps it for
+    `trusted()`, httpx's default context (certifi's bundle, or SSL_CERT_FILE/SSL_CERT_DIR), made at
+    the first handshake. Loading the bundle took 25 ms before every pass's first request, https or
+    not. Used as is, it trusts no certificate: a handshake would fail, never pass unchecked."""
+
+    _trusted: ssl.SSLContext | None = None
+
+    def trusted(self) -> ssl.SSLContext:
+        if self._trusted is None:
+            context = httpx.create_ssl_context()
+            context.set_alpn_protocols(["http/1.1"])
+            self._trusted = context
+        return self._trusted
+
+
 class _Transport(httpx.AsyncHTTPTransport):
     """httpx's transport with our network backend (httpx has no public parameter for it)."""
 
     def __init__(self, limits: httpx.Limits, backend: httpcore.AsyncNetworkBackend) -> None:
-        context = httpx.create_ssl_context()
+        context = _DeferredTrust(ssl.PROTOCOL_TLS_CLIENT)
         super().__init__(verify=context, limits=limits, trust_env=False)
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=context,

@@ -109,17 +109,23 @@ class ArticlesMixin:
                 )
 
     def source_state(self: "Store", source_id: str) -> SourceState | None:
+        return self.source_states([source_id]).get(source_id)
+
+    def source_states(self: "Store", source_ids: Sequence[str]) -> dict[str, SourceState]:
+        """`source_state` of many sources in a few queries (a pass reads them all as it starts)."""
         from . import parse_iso
 
-        row = self.conn.execute("SELECT * FROM sources WHERE id = ?", (source_id,)).fetchone()
-        if row is None:
-            return None
-        return SourceState(
-            id=row["id"], current_url=row["current_url"], enabled=bool(row["enabled"]),
-            disabled_reason=row["disabled_reason"], consecutive_failures=row["consecutive_failures"],
-            failing_since=parse_iso(row["failing_since"]), next_attempt_at=parse_iso(row["next_attempt_at"]),
-            last_ok_at=parse_iso(row["last_ok_at"]), last_error=row["last_error"], last_reason=row["last_reason"],
-        )
+        states = {}
+        for chunk in _chunks(list(dict.fromkeys(source_ids))):
+            for row in self.conn.execute(f"SELECT * FROM sources WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                states[row["id"]] = SourceState(
+                    id=row["id"], current_url=row["current_url"], enabled=bool(row["enabled"]),
+                    disabled_reason=row["disabled_reason"], consecutive_failures=row["consecutive_failures"],
+                    failing_since=parse_iso(row["failing_since"]), next_attempt_at=parse_iso(row["next_attempt_at"]),
+                    last_ok_at=parse_iso(row["last_ok_at"]), last_error=row["last_error"],
+                    last_reason=row["last_reason"],
+                )
+        return states
 
     def _mark_source_ok(self: "Store", source_id: str, at: datetime, new: int, title: str | None,
                         moved_to: str | None) -> None:
@@ -167,8 +173,16 @@ class ArticlesMixin:
     # -- HTTP cache ---------------------------------------------------------------------------------
 
     def cache_get(self: "Store", url: str) -> CacheEntry | None:
-        row = self.conn.execute("SELECT etag, last_modified FROM http_cache WHERE url = ?", (url,)).fetchone()
-        return CacheEntry(row["etag"], row["last_modified"]) if row else None
+        return self.cache_entries([url]).get(url)
+
+    def cache_entries(self: "Store", urls: Sequence[str]) -> dict[str, CacheEntry]:
+        """The validators kept for these URLs (those without any are left out)."""
+        entries = {}
+        for chunk in _chunks(list(dict.fromkeys(urls))):
+            for row in self.conn.execute("SELECT url, etag, last_modified FROM http_cache "
+                                         f"WHERE url IN ({','.join('?' * len(chunk))})", chunk):
+                entries[row[0]] = CacheEntry(row[1], row[2])
+        return entries
 
     def has_validators(self: "Store", urls: Sequence[str]) -> bool:
         """Whether every one of these URLs has an ETag or Last-Modified kept (a conditional GET to send)."""
@@ -432,6 +446,9 @@ class ArticlesMixin:
 
     def article_count(self: "Store") -> int:
         return self.conn.execute("SELECT count(*) FROM articles").fetchone()[0]
+
+    def has_articles(self: "Store") -> bool:
+        return self.conn.execute("SELECT 1 FROM articles LIMIT 1").fetchone() is not None
 
     def prune_fetch_log(self: "Store", older_than: timedelta) -> int:
         from . import iso, utcnow
