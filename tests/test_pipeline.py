@@ -461,6 +461,23 @@ def test_cli_fetch_json_and_summary(http_server, tmp_path):
     assert result.exit_code == 2 and "unknown source id" in result.output
 
 
+def test_the_console_script_flushes_all_output_and_keeps_the_exit_codes(tmp_path):
+    """`veille` (python -m veille.cli) skips the interpreter's teardown: nothing written may be lost."""
+    sources = write_sources(tmp_path / "sources.yaml",
+                            *[feed_entry(f"s{i}", f"http://127.0.0.1:9/{i}.xml") for i in range(600)])
+    command = [sys.executable, "-m", "veille.cli", "--db", str(tmp_path / "v.db"), "--config",
+               str(tmp_path / "none.yaml"), "--topics", str(tmp_path / "none.yaml")]
+    listed = subprocess.run([*command, "--sources", str(sources), "sources", "list", "--json"],
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert [json.loads(line)["id"] for line in listed.stdout.splitlines()] == [f"s{i}" for i in range(600)]
+    broken = write_sources(tmp_path / "broken.yaml", feed_entry("a", "http://127.0.0.1:9/a.xml", extra="    colour: red\n"))
+    failed = subprocess.run([*command, "--sources", str(broken), "fetch"], capture_output=True, text=True, timeout=60)
+    assert failed.returncode == 2 and "unknown key" in failed.stderr and "broken.yaml" in failed.stderr
+    usage = subprocess.run([*command, "fetch", "--no-such-option"], capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2 and "no-such-option" in usage.stderr
+
+
 def test_cli_extract_json_uses_the_fetch_path(http_server, tmp_path):
     story = STORIES[2]
     url = http_server.serve(f"/articles/{story.slug}", page(story, http_server.base))

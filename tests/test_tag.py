@@ -15,7 +15,7 @@ from veille.store.articles import FetchLog
 from veille.tag import (
     Tagger, Topic, load_topics, preview, retag, suggest, sync_topics, tag_articles, tag_pending,
 )
-from veille.types import Article, Source
+from veille.types import Article, Hit, Source, TopicMatch
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 24, 8, 30, tzinfo=timezone.utc)
@@ -124,6 +124,24 @@ def test_score_weights_fields_and_counts_each_keyword_once_per_field():
     assert matched(t, text="La fibre optique. " * 20) == {"rip": 1}
     assert matched(t, text="La fibre optique et le très haut débit") == {"rip": 2}
     assert matched(t, "Fibre optique", "fibre optique", "très haut débit et fibre optique") == {"rip": 7}
+
+
+def test_a_summary_that_is_also_the_text_counts_for_both_fields(monkeypatch):
+    """Feeds without content give their summary as the text: one scan serves both, with both weights."""
+    t = Tagger([kw("rip", "fibre optique", "prise raccordable"),
+                Topic("q", "Q", query='"fibre optique" NEAR/4 communes')])
+    summary = "La fibre optique arrive dans les communes : 1 200 prises raccordables."
+    scans = []
+    real_scan = Tagger._scan
+    monkeypatch.setattr(Tagger, "_scan", lambda self, *args: scans.append(args[0]) or real_scan(self, *args))
+    once = t.match("Réseau", summary, summary)
+    assert scans == ["title", "summary"]
+    twice = t.match("Réseau", summary, summary + " ")  # a different text: scanned on its own
+    assert scans[2:] == ["title", "summary", "body"]
+    assert once == [TopicMatch(m.topic_id, m.score, tuple(Hit(h.keyword, h.field, h.text.rstrip()) for h in m.hits))
+                    for m in twice]
+    assert {(m.topic_id, m.score) for m in once} == {("rip", 6), ("q", 3)}
+    assert [h.field for h in once[0].hits] == ["summary", "summary", "body", "body"]
 
 
 def test_min_score_require_and_exclude():

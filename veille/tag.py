@@ -248,6 +248,12 @@ class _FieldState:
         self._where: dict[str, list[int]] | None = None
         self.spans: dict[int, tuple[int, int]] = {}
 
+    def twin(self, name: Field, weight: int) -> "_FieldState":
+        """This scan under another field's name and weight: a feed's summary is often its text too."""
+        other = _FieldState(name, weight, self.folded, self.relevant, self.memo)
+        other.found, other.spans = self.found, self.spans  # positions and offsets hold for both
+        return other
+
     def anchors(self, aid: int) -> list[str]:
         """The field's words that are a spelling of the atom's anchor (only the slow paths need them)."""
         return [w for w in self.relevant if aid in self.memo[w]]
@@ -565,10 +571,17 @@ class Tagger:
         flagged: set[tuple[int, int]] = set()
         queries: set[int] = set()
         keyword_of, other_roles = self._keyword_of, self._other_roles
+        scanned: list[tuple[str, _FieldState | None]] = []
         for (name, weight), value in zip(FIELD_WEIGHTS, (title, summary, text)):
             if not value:
                 continue
-            state = self._scan(name, weight, value)
+            # A field equal to an earlier one (a feed's summary standing for its text) is not scanned again.
+            same = next((s for v, s in scanned if v == value), False)
+            if same is False:
+                state = self._scan(name, weight, value)
+                scanned.append((value, state))
+            else:
+                state = same.twin(name, weight) if same is not None else None
             if state is None:
                 continue
             fields.append(state)

@@ -70,7 +70,10 @@ def fetch(app: App, source_ids: tuple[str, ...], no_full_text: bool, as_json: bo
         result = _fetch_with_progress(watch, source_ids, False if no_full_text else None,
                                       show_progress=not as_json and sys.stderr.isatty())
     if as_json:
-        click.echo(json.dumps(dataclasses.asdict(result) | {"new": result.new, "updated": result.updated},
+        # Shallow dicts: `dataclasses.asdict` deep-copies every value, 20 ms for 1,000 sources.
+        record = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
+        record["sources"] = [dict(vars(s)) for s in result.sources]
+        click.echo(json.dumps(record | {"new": result.new, "updated": result.updated},
                               default=json_default, ensure_ascii=False, indent=2))
         return
     _fetch_table(result)
