@@ -201,6 +201,30 @@ def test_source_states_and_validators_are_read_in_bulk_as_one_by_one(store):
     assert all(entries.get(u) == store.cache_get(u) for u in urls)
 
 
+def test_syncing_sources_writes_only_what_changed(store):
+    from dataclasses import replace
+
+    from veille.types import Source
+
+    sources = [Source(id=f"s{i}", name=f"S{i}", type="feed", url=f"http://127.0.0.1/{i}.xml") for i in range(700)]
+    store.sync_sources(sources)
+    before = store.conn.total_changes
+    store.sync_sources(sources)
+    assert store.conn.total_changes == before, "an unchanged file writes nothing"
+    store.conn.execute("UPDATE sources SET current_url = 'http://127.0.0.1/moved.xml' WHERE id = 's1'")
+    changed = [replace(sources[0], name="Renamed"), replace(sources[1], name="Also renamed"),
+               replace(sources[2], url="http://127.0.0.1/fixed.xml"), replace(sources[3], enabled=False),
+               *sources[4:], Source(id="new", name="New", type="html", url="http://127.0.0.1/new", link_selector="a")]
+    store.sync_sources(changed)
+    assert store.conn.total_changes == before + 1 + 4 + 1
+    states = store.source_states(["s0", "s1", "s2", "s3", "new"])
+    assert states["s1"].current_url == "http://127.0.0.1/moved.xml", "a redirect's URL stays while the file's is unchanged"
+    assert states["s2"].current_url == "http://127.0.0.1/fixed.xml"
+    assert not states["s3"].enabled and states["s3"].disabled_reason == "disabled in sources.yaml"
+    assert states["new"].enabled
+    assert store.conn.execute("SELECT name FROM sources WHERE id = 's0'").fetchone()[0] == "Renamed"
+
+
 def test_log_lines_alone_are_written_in_the_loop(http_server, tmp_path, watch_factory):
     """Groups with articles go to the writer thread; a group of 304 log lines is written in the loop
     (handing it over cost a warm pass more than writing it)."""

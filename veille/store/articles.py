@@ -86,27 +86,33 @@ class ArticlesMixin:
         from . import iso, utcnow
 
         now = iso(utcnow())
+        wanted = list({s.id: s for s in sources}.values())
         with self.transaction():
-            for s in sources:
-                row = self.conn.execute("SELECT url, enabled, disabled_reason FROM sources WHERE id = ?",
-                                        (s.id,)).fetchone()
+            known: dict[str, sqlite3.Row] = {}
+            for chunk in _chunks([s.id for s in wanted]):
+                for row in self.conn.execute("SELECT id, name, type, url, enabled, disabled_reason FROM sources "
+                                             f"WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                    known[row["id"]] = row
+            inserts, updates = [], []
+            for s in wanted:
+                row = known.get(s.id)
                 if row is None:
-                    self.conn.execute(
-                        "INSERT INTO sources (id, name, type, url, current_url, enabled, disabled_reason, "
-                        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (s.id, s.name, s.type, s.url, s.url, int(s.enabled),
-                         None if s.enabled else "disabled in sources.yaml", now, now),
-                    )
+                    inserts.append((s.id, s.name, s.type, s.url, s.url, int(s.enabled),
+                                    None if s.enabled else "disabled in sources.yaml", now, now))
                     continue
                 gone = (row["disabled_reason"] or "").startswith("410")
                 url_changed = row["url"] != s.url
                 enabled = s.enabled and (not gone or url_changed)
                 reason = None if enabled else ("disabled in sources.yaml" if not s.enabled else row["disabled_reason"])
-                self.conn.execute(
-                    "UPDATE sources SET name = ?, type = ?, url = ?, enabled = ?, disabled_reason = ?, "
-                    "current_url = CASE WHEN ? THEN ? ELSE current_url END, updated_at = ? WHERE id = ?",
-                    (s.name, s.type, s.url, int(enabled), reason, int(url_changed), s.url, now, s.id),
-                )
+                if (row["name"], row["type"], row["url"], bool(row["enabled"]), row["disabled_reason"]) != (
+                        s.name, s.type, s.url, enabled, reason):  # a pass over an unchanged file writes nothing
+                    updates.append((s.name, s.type, s.url, int(enabled), reason, int(url_changed), s.url, now, s.id))
+            self.conn.executemany(
+                "INSERT INTO sources (id, name, type, url, current_url, enabled, disabled_reason, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", inserts)
+            self.conn.executemany(
+                "UPDATE sources SET name = ?, type = ?, url = ?, enabled = ?, disabled_reason = ?, "
+                "current_url = CASE WHEN ? THEN ? ELSE current_url END, updated_at = ? WHERE id = ?", updates)
 
     def source_state(self: "Store", source_id: str) -> SourceState | None:
         return self.source_states([source_id]).get(source_id)
