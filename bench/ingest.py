@@ -23,11 +23,11 @@ printed. Concurrency 4 is the fastest on loopback: a request costs ~0.75 ms of C
 connections, ~1.1 ms at 16 and ~5 ms at 64 (httpcore's pool scans its connections for every request). `--profile` adds a cProfile run of the cold pass split by
 pipeline stage. Run it on a quiet machine: the table prints the load average it started with.
 
-Measured on the 2-core development machine on 2026-11-26 (third session; its speed drifted by 15-50 %
-meanwhile), 1,000 feeds x 20, default topics: cold pass 6.86 and 6.58 s = 146 and 152 feeds/s, 12.5 and
-12.2 CPU seconds (target >= 150 feeds/s); warm pass 1.04-1.06 s (target <= 1.5); peak RSS 149-150 / 53 MB
-(target <= 200); extraction pool 1.89x, 2.01x and 2.15x single-process extract_page (second session,
-target >= 1.7x). Both
+Measured on the 2-core development machine on 2026-11-26 (fourth session; its speed drifted by 15-50 %
+meanwhile), 1,000 feeds x 20, default topics: cold pass 6.47, 6.64, 6.72, 6.75 and 6.96 s = 155, 151, 149,
+148 and 144 feeds/s, 11.9-12.6 CPU seconds (target >= 150 feeds/s); warm pass 0.91-0.98 s (target <= 1.5);
+peak RSS 147-156 / 52-53 MB (target <= 200); extraction pool 1.89x, 2.01x and 2.15x single-process
+extract_page (second session, target >= 1.7x). Both
 cores are busy from the first request to the last group (workers: parse, build articles with SimHash, match
 topics; main process: fetching, and a writer thread storing each group of finished sources in one
 transaction), so only less CPU work makes it faster. README.md explains where the time goes.
