@@ -460,7 +460,7 @@ class Watch:
                 writer = _GroupWriter(self)
                 cleanup.callback(writer.close)
                 # Read in bulk before the tasks start: each task runs up to its first wait as it is
-                # created, and two queries apiece held the first requests back (0.15 s for 1,000 sources).
+                # created, and two queries apiece held the first requests back (~0.1 s for 1,000 sources).
                 states = self.store.source_states([s.id for s in sources])
                 caches = self.store.cache_entries([state.current_url for state in states.values()])
                 tasks = [asyncio.ensure_future(self._fetch_source(
