@@ -256,6 +256,9 @@ class _Stream(httpcore.AsyncNetworkStream):
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader, self._writer = reader, writer
+        self._poll: Any = None
+        """A poll object on the socket, made at the first `is_readable` check (httpcore asks before
+        every reuse of a kept-alive connection, often several times)."""
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         try:
@@ -302,9 +305,10 @@ class _Stream(httpcore.AsyncNetworkStream):
             sock = self._writer.get_extra_info("socket")
             if self._reader.at_eof() or sock is None or sock.fileno() < 0:
                 return True
-            poll = select.poll()
-            poll.register(sock, select.POLLIN)
-            return bool(poll.poll(0))
+            if self._poll is None:
+                self._poll = select.poll()
+                self._poll.register(sock, select.POLLIN)
+            return bool(self._poll.poll(0))
         key = _EXTRA_INFO.get(info)
         return self._writer.get_extra_info(key) if key else None
 
