@@ -174,6 +174,71 @@ def test_pool_processes_get_the_tagger_as_they_start_and_a_reloaded_one_with_the
         assert tags(watch) == expected(watch)
 
 
+def test_feed_jobs_wait_for_the_pool_and_leave_together_each_result_to_its_feed(tmp_path, settings, monkeypatch):
+    """`_FeedQueue`: 2 x workers tasks out at most; the jobs that wait leave together (POOL_BATCH at most),
+    each gets its own result, and one job's error stays its own. The pool is a thread pool here so that
+    what the tasks carried can be counted."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from veille import core
+
+    def parse_and_build(source_id, *_rest):
+        time.sleep(0.005)
+        if source_id == "s7":
+            raise ValueError("feed s7 is broken")
+        return f"parsed {source_id}", []
+
+    tasks: list[int] = []
+    real_many = core._parse_and_build_many
+
+    def many(jobs):
+        tasks.append(len(jobs))
+        return real_many(jobs)
+
+    monkeypatch.setattr(core, "_parse_and_build", parse_and_build)
+    monkeypatch.setattr(core, "_parse_and_build_many", many)
+    watch = Watch(db=tmp_path / "v.db", sources=tmp_path / "s.yaml", topics=tmp_path / "t.yaml", config=None,
+                  settings=settings.replace(workers=2))
+    threads = ThreadPoolExecutor(2)
+    monkeypatch.setattr(watch, "pool", lambda: threads)
+
+    async def thirty():
+        feeds = core._FeedQueue(watch)
+        return await asyncio.gather(*(feeds.parse(f"s{i}", "feed", b"", "", None, None, None, None)
+                                      for i in range(30)), return_exceptions=True)
+
+    try:
+        results = asyncio.run(thirty())
+    finally:
+        threads.shutdown()
+    assert isinstance(results[7], ValueError) and "s7 is broken" in str(results[7])
+    assert all(results[i] == (f"parsed s{i}", []) for i in range(30) if i != 7)
+    assert sum(tasks) == 30 and tasks[:4] == [1, 1, 1, 1], "the first jobs leave at once, alone"
+    assert max(tasks) <= core.POOL_BATCH and len(tasks) < 30
+
+
+def test_a_pool_error_that_cannot_travel_comes_back_as_its_message():
+    from veille import core
+
+    class Unpicklable(Exception):
+        def __init__(self, handle):
+            super().__init__(f"bad handle {handle}")
+            self.handle = lambda: handle
+
+    sent = core._sendable(_raised(Unpicklable, 3))
+    assert type(sent) is RuntimeError and str(sent) == "Unpicklable: bad handle 3"
+    kept = core._sendable(_raised(ValueError, "flux illisible"))
+    assert type(kept) is ValueError and "in the pool process" in kept.__notes__[0] and "_raised" in kept.__notes__[0]
+
+
+def _raised(kind, *args):
+    try:
+        raise kind(*args)
+    except Exception as e:  # noqa: BLE001
+        return e
+
+
 def test_source_states_and_validators_are_read_in_bulk_as_one_by_one(store):
     """A pass reads every source's state and validators before its tasks start: 1,200 sources (more
     than one query's worth) give what 1,200 single reads give."""

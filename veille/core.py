@@ -185,6 +185,66 @@ class _GroupWriter:
             return [e]
 
 
+POOL_BATCH = 8
+"""Feeds sent to a pool process in one task at most (`_FeedQueue`): 8 took a cold pass 3 % less time than
+4 and as much as 16 (bench/ingest.py), and a task stays under ~50 ms of work, so the last ones of a pass
+end together."""
+
+
+class _FeedQueue:
+    """Feed-only parse jobs on their way to the pool, several to a task.
+
+    Each task costs the main process ~0.35 ms besides its result (the executor's threads wake up, move
+    it along and hand the result over; bench: a pool of two and 1,000 tasks), which was as much again as
+    unpickling the result. Fetching runs ahead of parsing, so jobs wait here while `2 x workers` tasks are
+    out, and leave together, up to `POOL_BATCH` a task, as soon as one comes back: a worker always has a
+    task queued and no feed waits longer than it would have in the executor's own queue. A job's failure
+    is its own (`_parse_and_build_many`).
+    """
+
+    def __init__(self, watch: "Watch") -> None:
+        self.watch = watch
+        self.waiting: list[tuple[tuple, asyncio.Future]] = []
+        self.out = 0
+        self.limit = 2 * (watch.settings.workers or os.cpu_count() or 1)
+
+    async def parse(self, *job: Any) -> Any:
+        """`_parse_and_build(*job)` in a pool process."""
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((job, future))
+        self._send()
+        return await future
+
+    def _send(self) -> None:
+        while self.waiting and self.out < self.limit:
+            batch = [item for item in self.waiting[:POOL_BATCH] if not item[1].done()]  # done: cancelled
+            del self.waiting[:POOL_BATCH]
+            if not batch:
+                continue
+            self.out += 1
+            task = asyncio.get_running_loop().run_in_executor(
+                self.watch.pool(), _parse_and_build_many, [job for job, _ in batch])
+            task.add_done_callback(lambda done, batch=batch: self._back(done, batch))
+
+    def _back(self, done: asyncio.Future, batch: list[tuple[tuple, asyncio.Future]]) -> None:
+        self.out -= 1
+        error = None if done.cancelled() else done.exception()
+        for i, (_, future) in enumerate(batch):
+            if future.done():
+                continue
+            if done.cancelled():
+                future.cancel()
+            elif error is not None:  # the task itself failed (a pool process died): every job with it
+                future.set_exception(error)
+            else:
+                ok, value = done.result()[i]
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+        self._send()
+
+
 @dataclass(frozen=True)
 class ExtractResult:
     """`veille extract` output for one input: the article exactly as `veille fetch` would store it."""
@@ -463,8 +523,9 @@ class Watch:
                 # created, and two queries apiece held the first requests back (~0.1 s for 1,000 sources).
                 states = self.store.source_states([s.id for s in sources])
                 caches = self.store.cache_entries([state.current_url for state in states.values()])
+                feeds = _FeedQueue(self)
                 tasks = [asyncio.ensure_future(self._fetch_source(
-                    fetcher, writer, s, states[s.id], caches.get(states[s.id].current_url), full_text,
+                    fetcher, writer, feeds, s, states[s.id], caches.get(states[s.id].current_url), full_text,
                     respect_backoff)) for s in sources]
                 for task in tasks:
                     writer.track(task)
@@ -484,8 +545,9 @@ class Watch:
         results.sort(key=lambda r: order[r.source_id])
         return PassResult(started_at=started, finished_at=utcnow(), sources=tuple(results))
 
-    async def _fetch_source(self, fetcher: Any, writer: "_GroupWriter", source: Source, state: SourceState,
-                            cache: CacheEntry | None, full_text: bool | None, respect_backoff: bool) -> SourceResult:
+    async def _fetch_source(self, fetcher: Any, writer: "_GroupWriter", feeds: _FeedQueue, source: Source,
+                            state: SourceState, cache: CacheEntry | None, full_text: bool | None,
+                            respect_backoff: bool) -> SourceResult:
         t0 = time.monotonic()
         started = utcnow()
         url = state.current_url
@@ -513,9 +575,9 @@ class Watch:
                 count = len(entries)
                 built, complete = await self._articles(fetcher, source, entries, want_pages, started)
             else:  # one trip to a worker, which parses, builds and matches every entry
-                parsed, built = await asyncio.get_running_loop().run_in_executor(
-                    self.pool(), _parse_and_build, source.id, source.type, response.content, response.url,
-                    response.charset, source.link_selector, started, self._task_tagger())
+                parsed, built = await feeds.parse(source.id, source.type, response.content, response.url,
+                                                  response.charset, source.link_selector, started,
+                                                  self._task_tagger())
                 count, complete = len(built), True
                 # Known articles are sorted out by the writer, which looks every article up anyway: the
                 # loop's own lookup cost a cold pass 0.15 s of the main process for nothing.
@@ -721,6 +783,31 @@ def _parse_and_build(source_id: str, source_type: str, content: bytes, url: str,
     parsed = parse_document(source_id, source_type, content, url, charset, link_selector)
     built = _build_articles([(entry, None, None) for entry in parsed.entries], fetched_at, tagger)
     return replace(parsed, entries=()), built
+
+
+def _parse_and_build_many(jobs: list[tuple]) -> list[tuple[bool, Any]]:
+    """`_parse_and_build` of several feeds (`_FeedQueue`): (True, result) or (False, exception) each, so
+    that one feed's failure stays its own."""
+    out: list[tuple[bool, Any]] = []
+    for job in jobs:
+        try:
+            out.append((True, _parse_and_build(*job)))
+        except Exception as e:  # noqa: BLE001 - handed to the job's source
+            out.append((False, _sendable(e)))
+    return out
+
+
+def _sendable(error: Exception) -> Exception:
+    """The error as it can travel back from a pool process: with the worker's traceback as a note (as
+    the executor attaches it), or reduced to its message if it cannot be pickled."""
+    import traceback
+
+    error.add_note("in the pool process:\n" + "".join(traceback.format_tb(error.__traceback__)).rstrip())
+    try:
+        pickle.dumps(error)
+    except Exception:  # noqa: BLE001 - whatever pickling raises, the message still gets through
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
 
 
 def _unique(items: list[_T], record: Callable[[_T], Entry | Article]) -> list[_T]:
