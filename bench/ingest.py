@@ -24,10 +24,10 @@ connections, ~1.1 ms at 16 and ~5 ms at 64 (httpcore's pool scans its connection
 pipeline stage. Run it on a quiet machine: the table prints the load average it started with.
 
 Measured on the 2-core development machine on 2026-11-26 (fourth session; its speed drifted by 15-50 %
-meanwhile), 1,000 feeds x 20, default topics: cold pass 6.47, 6.64, 6.72, 6.75 and 6.96 s = 155, 151, 149,
-148 and 144 feeds/s, 11.9-12.6 CPU seconds (target >= 150 feeds/s); warm pass 0.91-0.98 s (target <= 1.5);
-peak RSS 147-156 / 52-53 MB (target <= 200); extraction pool 1.89x, 2.01x and 2.15x single-process
-extract_page (second session, target >= 1.7x). Both
+meanwhile), 1,000 feeds x 20, default topics: cold pass 6.21, 6.20, 6.20 and 6.02 s = 161, 161, 161 and
+166 feeds/s, 11.1-11.5 CPU seconds (target >= 150 feeds/s); warm pass 0.92-0.98 s (target <= 1.5); peak
+RSS 146-150 / 52 / 108 MB (target <= 200); extraction pool 1.91x single-process extract_page (target
+>= 1.7x), full-text pass 1.72x. Both
 cores are busy from the first request to the last group (workers: parse, build articles with SimHash, match
 topics; main process: fetching, and a writer thread storing each group of finished sources in one
 transaction), so only less CPU work makes it faster. README.md explains where the time goes.
@@ -418,8 +418,8 @@ STAGES = [
     ("parse feeds", "veille/parse.py", "parse_document"),
     ("build_article (without simhash)", "veille/extract.py", "build_article"),
     ("simhash (a feed's texts at once)", "veille/dedupe.py", "simhashes"),
-    ("topic matching", "veille/tag.py", "match"),
-    ("tag rows (hits as JSON)", "veille/tag.py", "tag_rows"),
+    ("topic matching into tag rows (Tagger.rows)", "veille/tag.py", "rows"),
+    ("  of which hits as JSON", "veille/tag.py", "_hits_json"),
     ("store: save_source_batches", "veille/store/articles.py", "save_source_batches"),
     ("  of which cluster lookups", "veille/store/clusters.py", "find"),
     ("  of which sqlite3 execute", "~", "<method 'execute' of 'sqlite3.Connection' objects>"),
