@@ -206,7 +206,7 @@ class _FeedQueue:
         self.watch = watch
         self.waiting: list[tuple[tuple, asyncio.Future]] = []
         self.out = 0
-        self.limit = 2 * (watch.settings.workers or os.cpu_count() or 1)
+        self.limit = 2 * watch.workers
 
     async def parse(self, *job: Any) -> Any:
         """`_parse_and_build(*job)` in a pool process."""
@@ -312,6 +312,11 @@ class Watch:
         return self._settings
 
     @property
+    def workers(self) -> int:
+        """Processes of the pool: `workers` in the settings, 0 meaning one per core."""
+        return self.settings.workers or os.cpu_count() or 1
+
+    @property
     def store(self) -> Store:
         if self._store is None:
             self._store = Store.open(self.db_path, readonly=self.readonly)
@@ -382,7 +387,7 @@ class Watch:
     def pool(self) -> Executor:
         """Processes for CPU-bound parsing and extraction, so they never stall the fetching loop."""
         if self._pool is None:
-            workers = self.settings.workers or os.cpu_count() or 1
+            workers = self.workers
             if workers == 1:
                 self._pool = _InlineExecutor()
             else:
@@ -513,8 +518,7 @@ class Watch:
         # Pages in hand (being fetched, or waiting for the pool) are bounded: fetching is faster than
         # extracting, and unbounded it queued every page of the pass in memory (bench/ingest.py: 185 MB
         # for 2,000 pages, growing with the pass). The bound never throttles more than `concurrency` does.
-        workers = self.settings.workers or os.cpu_count() or 1
-        self._page_slots = asyncio.Semaphore(self.settings.concurrency + 2 * workers)
+        self._page_slots = asyncio.Semaphore(self.settings.concurrency + 2 * self.workers)
         with _relaxed_gc():
             async with Fetcher(self.settings) as fetcher, contextlib.AsyncExitStack() as cleanup:
                 writer = _GroupWriter(self)
