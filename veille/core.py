@@ -186,9 +186,9 @@ class _GroupWriter:
 
 
 POOL_BATCH = 8
-"""Feeds sent to a pool process in one task at most (`_FeedQueue`): 8 took a cold pass 3 % less time than
-4 and as much as 16 (bench/ingest.py), and a task stays under ~50 ms of work, so the last ones of a pass
-end together."""
+"""Feeds sent to a pool process in one task at most (`_FeedQueue`): 8 took a cold pass 1-2 % less time
+than 4 and about as much as 16 (bench/ingest.py), and a task stays under ~50 ms of work, so the last ones
+of a pass end together."""
 
 
 class _FeedQueue:
