@@ -24,9 +24,9 @@ connections, ~1.1 ms at 16 and ~5 ms at 64 (httpcore's pool scans its connection
 pipeline stage. Run it on a quiet machine: the table prints the load average it started with.
 
 Measured on the 2-core development machine on 2026-11-26 (fourth session; its speed drifted by 15-50 %
-meanwhile), 1,000 feeds x 20, default topics: cold pass 6.21, 6.20, 6.20 and 6.02 s = 161, 161, 161 and
-166 feeds/s, 11.1-11.5 CPU seconds (target >= 150 feeds/s); warm pass 0.92-0.98 s (target <= 1.5); peak
-RSS 146-150 / 52 / 108 MB (target <= 200); extraction pool 1.91x single-process extract_page (target
+meanwhile), 1,000 feeds x 20, default topics: cold pass 6.02-6.22 s = 161-166 feeds/s in six runs,
+11.1-11.5 CPU seconds (target >= 150 feeds/s); warm pass 0.92-0.98 s (target <= 1.5); peak RSS
+146-154 / 52-53 / 108 MB (target <= 200); extraction pool 1.91x single-process extract_page (target
 >= 1.7x), full-text pass 1.72x. Both
 cores are busy from the first request to the last group (workers: parse, build articles with SimHash, match
 topics; main process: fetching, and a writer thread storing each group of finished sources in one
