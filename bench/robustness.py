@@ -40,6 +40,8 @@ from tests import hostile  # noqa: E402
 from tests.httpserver import FixtureServer  # noqa: E402
 
 MEMORY_LIMIT_MB = 300
+MIN_KILL_POINTS = 50
+"""Issue #7: the fetch pass is killed at this many different points at least."""
 INJECTED = "balises-et-en-tetes-injectes"
 TOPICS = "topics:\n  cyber:\n    label: Cybersécurité\n    keywords: [cyberattaque, rançongiciel, cybersécurité]\n"
 
@@ -306,7 +308,7 @@ def main() -> None:
         rows += [
             ("fetch kill points survived", f"{fetch['survived']} / {fetch['points']} (archive held "
              f"{min(fetch['stored_at_kill'])}-{max(fetch['stored_at_kill'])} of 100 articles at the kill)",
-             ">= 50, all survived"),
+             f">= {MIN_KILL_POINTS}, all survived"),
             ("digest sending kill points survived", f"{send['survived']} / {send['points']} "
              f"({send['uncertain_received']} uncertain+received, {send['uncertain_not_received']} "
              "uncertain+forced)", "all survived"),
@@ -324,7 +326,8 @@ def main() -> None:
     (results / "robustness.json").write_text(json.dumps(
         {"hostile": {k: v for k, v in h.items()}, "fetch_kills": fetch_out, "send_kills": send},
         ensure_ascii=False, indent=2, default=str))
-    ok = survived == len(h["verdicts"]) and h["vm_hwm_mb"] < MEMORY_LIMIT_MB and not failures
+    ok = (survived == len(h["verdicts"]) and h["vm_hwm_mb"] < MEMORY_LIMIT_MB and not failures
+          and (fetch is None or fetch["points"] >= MIN_KILL_POINTS))
     sys.exit(0 if ok else 1)
 
 

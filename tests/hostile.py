@@ -169,8 +169,18 @@ def _laughs(levels: int = 10) -> str:
     return "".join(decls)
 
 
-def billion_laughs(kind: str, base: str) -> bytes:
-    """Entity expansion (10^9 'lol's once resolved) in an RSS feed, an Atom feed or a sitemap."""
+def billion_laughs(kind: str, base: str, padding: int = 0) -> bytes:
+    """Entity expansion (10^9 'lol's once resolved) in an RSS feed, an Atom feed or a sitemap; with
+    `padding`, a comment of that many bytes before the DOCTYPE (checks that look at a fixed window of
+    the document's head miss it)."""
+    body = _billion_laughs(kind, base)
+    if not padding:
+        return body
+    declaration_end = body.index(b"?>") + 2
+    return body[:declaration_end] + b"\n<!-- " + b"x" * padding + b" -->\n" + body[declaration_end:]
+
+
+def _billion_laughs(kind: str, base: str) -> bytes:
     dtd = _laughs()
     if kind == "rss":
         return f"""<?xml version="1.0" encoding="utf-8"?><!DOCTYPE rss [{dtd}]>
@@ -544,7 +554,7 @@ def fetch_kill_points(feeds: int, full_text_requests: int, full_text_points: int
         delays = ((0.0, 0.005, 0.02, 0.05) if k <= feeds // 2
                   else (0.0, 0.005, 0.02) if k <= feeds - 2 else (0.0, 0.005))
         points += [KillPoint(k, hold=False, delay=d) for d in delays]
-    step = max(1, full_text_requests // full_text_points)
+    step = max(1, full_text_requests // max(1, full_text_points))
     for i, k in enumerate(range(1, full_text_requests + 1, step)):
         points.append(KillPoint(k, hold=i % 2 == 0, delay=0.0 if i % 2 == 0 else 0.01, full_text=True))
     return points

@@ -201,9 +201,10 @@ def no_passwd(db: Path) -> None:
     assert b"root:x:0:0" not in raw
 
 
+@pytest.mark.parametrize("padding", [0, 70_000], ids=["", "padded-prolog"])
 @pytest.mark.parametrize("kind", ["rss", "atom"])
-def test_billion_laughs_feed_is_parsed_without_expansion(http_server, run_pass, kind):
-    url = http_server.serve(f"/rires.{kind}", hostile.billion_laughs(kind, http_server.base),
+def test_billion_laughs_feed_is_parsed_without_expansion(http_server, run_pass, kind, padding):
+    url = http_server.serve(f"/rires.{kind}", hostile.billion_laughs(kind, http_server.base, padding),
                             content_type="application/xml")
     tracemalloc.start()
     try:
@@ -221,13 +222,15 @@ def test_billion_laughs_feed_is_parsed_without_expansion(http_server, run_pass, 
     assert peak < 60_000_000, f"{peak:,} bytes allocated"
 
 
+@pytest.mark.parametrize("padding", [0, 70_000], ids=["", "padded-prolog"])
 @pytest.mark.parametrize("kind", ["rss", "atom"])
-def test_billion_laughs_reaches_feedparser_defused(kind):
+def test_billion_laughs_reaches_feedparser_defused(kind, padding):
     """feedparser drops nested entity declarations only when the DOCTYPE starts a line; veille hands it
-    a document where every declaration left is a character reference or plain text."""
+    a document where every declaration left is a character reference or plain text, however long the
+    prolog before the DOCTYPE."""
     from veille.parse import _ENTITY_DECL, defuse_doctype, parse_feed_feedparser
 
-    bomb = hostile.billion_laughs(kind, "http://127.0.0.1:9")
+    bomb = hostile.billion_laughs(kind, "http://127.0.0.1:9", padding)
     defused = defuse_doctype(bomb)
     assert [m.group(1) for m in _ENTITY_DECL.finditer(defused)] == [b"lol0"], "only the plain-text entity is left"
     assert b"&lol1;" not in defused.split(b"]>")[0] and b"\n<!DOCTYPE " in defused
@@ -241,8 +244,9 @@ def test_billion_laughs_reaches_feedparser_defused(kind):
         "Chauffage : 12 m³ par an, Mairie de Vence"], "safe declarations still work"
 
 
-def test_billion_laughs_sitemap_is_refused(http_server, run_pass):
-    url = http_server.serve("/rires-sitemap.xml", hostile.billion_laughs("sitemap", http_server.base),
+@pytest.mark.parametrize("padding", [0, 70_000], ids=["", "padded-prolog"])
+def test_billion_laughs_sitemap_is_refused(http_server, run_pass, padding):
+    url = http_server.serve("/rires-sitemap.xml", hostile.billion_laughs("sitemap", http_server.base, padding),
                             content_type="application/xml")
     p = run_pass(source_entry("rires", url, "sitemap"))
     assert p.reason("rires") == "bad_content"
