@@ -208,3 +208,93 @@ def test_serve_describes_tables_and_hides_personal_data(server):
                    _shape="array")
     assert members == [{"email": None, "name": None, "unsubscribe_token": None,
                         "organisation": "Mairie de Quimper"}]
+
+
+# -- the source_health view ----------------------------------------------------------------------------
+
+
+def test_source_health_states_and_counts(tmp_path):
+    """Failures recorded as the pipeline records them (`Store.record_failure`) show in the view's state."""
+    from datetime import datetime, timedelta, timezone
+
+    from veille.store.articles import FetchLog
+    from veille.types import Source
+
+    path = tmp_path / "veille.db"
+    archive_data.build(path)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    store = Store.open(path)
+    try:
+        for minutes in (30, 10):  # two timeouts in a row: failing, still enabled
+            store.record_failure(
+                FetchLog("localtis", "http://127.0.0.1:9/localtis.xml", now - timedelta(minutes=minutes), 10_000,
+                         reason="timeout", error="timed out after 10 s"),
+                next_attempt_at=now + timedelta(hours=1))
+        gone = "410 Gone at http://127.0.0.1:9/ouest.xml: the publisher removed this feed"
+        store.record_failure(  # what the pipeline does on a 410: one failure that disables the source
+            FetchLog("ouest", "http://127.0.0.1:9/ouest.xml", now - timedelta(minutes=5), 80, status=410,
+                     reason="gone", error="410 Gone"),
+            next_attempt_at=None, disable=gone)
+        store.sync_sources([Source(id="mairie-brest", name="Mairie de Brest", type="html",
+                                   url="http://127.0.0.1:9/brest/actualites")])  # never fetched yet
+    finally:
+        store.close()
+
+    with Store.open(path, readonly=True) as store:
+        rows = {r["source_id"]: dict(r) for r in store.query("SELECT * FROM source_health")}
+    assert set(rows) == {"gazette", "localtis", "ouest", "mairie-brest"}
+    assert {s: r["state"] for s, r in rows.items()} == {
+        "gazette": "ok", "localtis": "failing", "ouest": "disabled", "mairie-brest": "new"}
+
+    failing = rows["localtis"]
+    assert failing["consecutive_failures"] == 2
+    assert failing["last_reason"] == "timeout" and failing["last_error"] == "timed out after 10 s"
+    assert failing["failing_since"] == (now - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert failing["disabled_reason"] is None
+    assert failing["failures_7d"] == 2
+    disabled = rows["ouest"]  # disabled wins over failing
+    assert disabled["consecutive_failures"] == 1 and disabled["disabled_reason"] == gone
+    assert disabled["failures_7d"] == 1
+    ok = rows["gazette"]
+    assert ok["consecutive_failures"] == 0 and ok["last_reason"] is None and ok["failures_7d"] == 0
+    assert ok["name"] == "La Gazette des communes"
+
+    recent = now - timedelta(days=30)
+    for source_id in ("gazette", "localtis", "ouest"):
+        published = [archive_data.END - timedelta(days=days)
+                     for _key, source, days, *_rest in archive_data.ARTICLES if source == source_id]
+        assert rows[source_id]["articles"] == len(published), source_id
+        assert rows[source_id]["articles_30d"] == sum(p >= recent for p in published), source_id
+    assert sum(rows[s]["articles"] for s in rows) == len(archive_data.ARTICLES)
+    assert rows["mairie-brest"]["articles"] == 0 and rows["mairie-brest"]["articles_30d"] == 0
+    assert rows["mairie-brest"]["last_attempt_at"] is None and rows["mairie-brest"]["fetches_7d"] == 0
+
+
+# -- Datasette missing ---------------------------------------------------------------------------------
+
+
+def _without_datasette(monkeypatch) -> None:
+    """As if the `analyst` extra were not installed: `import datasette...` raises ImportError."""
+    for name in [m for m in sys.modules if m == "datasette" or m.startswith("datasette.")]:
+        monkeypatch.delitem(sys.modules, name)
+    for name in ("datasette", "datasette.app", "datasette.plugins"):
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_serve_without_datasette_says_what_to_install(monkeypatch, tmp_path):
+    from veille.errors import VeilleError
+    from veille.search import serve
+
+    _without_datasette(monkeypatch)
+    # A database that does not exist: should the import wrongly succeed, serve() fails on it at once
+    # (with another message) instead of starting a server that never returns.
+    absent = tmp_path / "absent.db"
+    with pytest.raises(VeilleError, match=r"needs Datasette: pip install 'veille\[analyst\]'") as info:
+        serve(absent, port=_free_port())
+    assert isinstance(info.value.__cause__, ImportError)
+    assert not absent.exists()
+
+    result = CliRunner().invoke(main, ["--db", str(absent), "archive", "serve", "--port", str(_free_port())])
+    assert result.exit_code == 1, result.output
+    assert "error: `veille archive serve` needs Datasette: pip install 'veille[analyst]'" in result.output
+    assert "Traceback" not in result.output

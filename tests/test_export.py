@@ -22,7 +22,7 @@ from veille.store.archive import EXPORT_COLUMNS
 from . import archive_data
 
 
-from .archive_data import archive, ro  # noqa: F401  (fixtures)
+archive, ro = archive_data.archive, archive_data.ro  # fixtures, shared (an import would read as unused)
 
 
 def _read_csv(path: Path, **kwargs) -> list[dict[str, str]]:
@@ -207,3 +207,57 @@ def test_csv_is_what_the_csv_module_writes(ro, tmp_path):
             reference = io.StringIO()
             csv.writer(reference, delimiter=";" if excel else ",").writerow(row)
             assert _csv_line(row, ";" if excel else ",") == reference.getvalue(), row
+
+
+def _published(key: str) -> str:
+    days = next(d for k, _source, d, *_rest in archive_data.ARTICLES if k == key)
+    return (archive_data.END - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_export_cli_json_with_until(archive, tmp_path):
+    """--until takes the whole Paris day: 2026-11-02 keeps 10:00 UTC that day, not the next day's article."""
+    out = tmp_path / "old.json"
+    result = CliRunner().invoke(main, ["--db", str(archive), "export", "--format", "json", "--until", "2026-11-02",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text(encoding="utf-8"))
+    expected = [k for k, *_rest in sorted(archive_data.ARTICLES, key=lambda a: -a[2])
+                if _published(k) < "2026-11-02T23:00:00Z"]
+    assert len(expected) == 3  # cyber-communes (2 Nov), dijon-hyperviseur, open-data-departement
+    assert [d["published_at"] for d in data] == [_published(k) for k in expected]  # oldest first
+    assert [d["title"][:20] for d in data] == [
+        "Le département de la", "Dijon, pionnière de ", "Les petites communes"]
+    assert _published("jeu-video") == "2026-11-03T10:00:00Z"  # the first article left out
+    assert data[-1]["topics"] == ["cybersecurite"] and data[-1]["topic_labels"] == ["Cybersécurité"]
+    assert list(data[0]) == list(EXPORT_COLUMNS)
+    assert "3 articles written" in result.output
+
+
+def test_export_cli_parquet(archive, tmp_path):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "articles.parquet"
+    result = CliRunner().invoke(main, ["--db", str(archive), "export", "--format", "parquet", "--no-text",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"{len(archive_data.ARTICLES)} articles written" in result.output
+    table = pq.read_table(out)
+    assert table.column_names == list(EXPORT_COLUMNS[:-2])  # --no-text: no summary, no text
+    assert str(table.schema.field("article_id").type) == "int64"
+    assert str(table.schema.field("topics").type) == "list<element: string>"
+    records = table.to_pylist()
+    assert len(records) == len(archive_data.ARTICLES)
+    stamps = [r["published_at"].strftime("%Y-%m-%dT%H:%M:%SZ") for r in records]
+    assert stamps == sorted(_published(k) for k, *_rest in archive_data.ARTICLES)
+    brest = next(r for r in records if r["title"].startswith("Cyberattaque"))
+    assert brest["source_id"] == "ouest" and brest["topics"] == ["cybersecurite"] and brest["week"] == "2026-W48"
+    assert next(r for r in records if "tripartite" in r["title"])["topics"] == []
+
+    filtered = tmp_path / "w48.parquet"
+    result = CliRunner().invoke(main, ["--db", str(archive), "export", "--format", "parquet", "--topic", "open-data",
+                                       "--until", "2026-W47", "--out", str(filtered)])
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(filtered).to_pylist()
+    assert [r["title"][:25] for r in rows] == ["Le département de la Giro", "Donnée publique et protec"]
+    assert all(r["week"] <= "2026-W47" and "open-data" in r["topics"] for r in rows)
+    assert not list(tmp_path.glob("*.partial"))

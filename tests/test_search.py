@@ -285,3 +285,54 @@ def test_any_query_gives_results_or_a_query_error(ro, pieces, spaced):
         assert 0 <= e.position <= len(query)
     else:
         assert len(result.hits) <= result.total
+
+
+# -- dates at the command line ----------------------------------------------------------------------
+
+
+def _cli_keys(archive, *args: str) -> list[str]:
+    """Keys of the articles `veille search ... --format json` returns (best first)."""
+    path, ids = archive
+    result = CliRunner().invoke(main, ["--db", str(path), "search", *args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    by_id = {v: k for k, v in ids.items()}
+    return [by_id[r["id"]] for r in json.loads(result.output)["results"]]
+
+
+def test_cli_since_and_until_in_every_date_form(archive):
+    # "cybersécurité" finds three articles: hopital-brest (24 Nov 10:00 UTC), jeu-video (3 Nov 10:00 UTC)
+    # and cyber-communes (2 Nov 10:00 UTC).
+    every = {"hopital-brest", "jeu-video", "cyber-communes"}
+    assert set(_cli_keys(archive, "cybersécurité")) == every
+    # a day (Paris): --since from its midnight, --until through its end
+    assert set(_cli_keys(archive, "cybersécurité", "--since", "2026-11-03")) == {"hopital-brest", "jeu-video"}
+    assert _cli_keys(archive, "cybersécurité", "--until", "2026-11-02") == ["cyber-communes"]
+    assert _cli_keys(archive, "cybersécurité", "--since", "2026-11-03", "--until", "2026-11-03") == ["jeu-video"]
+    # an ISO week: 2026-W45 is Monday 2 to Sunday 8 November
+    assert set(_cli_keys(archive, "cybersécurité", "--since", "2026-W45", "--until", "2026-W45")) == \
+        {"jeu-video", "cyber-communes"}
+    assert _cli_keys(archive, "cybersécurité", "--since", "2026-W46") == ["hopital-brest"]
+    # a month
+    assert set(_cli_keys(archive, "cybersécurité", "--since", "2026-11", "--until", "2026-11")) == every
+    assert _cli_keys(archive, "cybersécurité", "--until", "2026-10") == []
+    assert set(_cli_keys(archive, "smart", "city", "--until", "2026-10")) == {"dijon-hyperviseur"}
+    # an ISO datetime, naive = Paris time (UTC+1 in November); --since is inclusive to the second
+    assert "jeu-video" in _cli_keys(archive, "cybersécurité", "--since", "2026-11-03T11:00")
+    assert "jeu-video" not in _cli_keys(archive, "cybersécurité", "--since", "2026-11-03T11:00:01")
+    assert _cli_keys(archive, "cybersécurité", "--since", "2026-11-03T10:00:00Z",
+                     "--until", "2026-11-03T10:00:01Z") == ["jeu-video"]
+
+
+@pytest.mark.parametrize("option, value, why", [
+    ("--since", "31/12/2026", "is not a date"),
+    ("--until", "hier", "is not a date"),
+    ("--since", "2026-13", "no month 13"),
+    ("--until", "2026-W60", "2026 has no week 60"),
+])
+def test_cli_malformed_date_is_a_usage_error(archive, option, value, why):
+    result = CliRunner().invoke(main, ["--db", str(archive[0]), "search", "données", option, value])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output and why in result.output
+    if why == "is not a date":
+        assert "2026-11-24, 2026-W48, 2026-11 or 2026-11-24T08:30" in result.output  # the accepted forms
+    assert "Traceback" not in result.output and "results" not in result.output

@@ -31,7 +31,7 @@ def paris_week(moment: datetime) -> str:
     return f"{year}-W{week:02d}"
 
 
-from .archive_data import archive, ro  # noqa: F401  (fixtures)
+archive, ro = archive_data.archive, archive_data.ro  # fixtures, shared (an import would read as unused)
 
 
 # -- the Europe/Paris week arithmetic in SQL -------------------------------------------------------
@@ -276,3 +276,20 @@ def test_digest_archive_page_shows_the_12_week_chart(ro, tmp_path, settings):
     folder = write_digest(digest, tmp_path, trends_html=html)
     page = (folder / "index.html").read_text(encoding="utf-8")
     assert '<figure class="trend-chart"' in page and "<svg" in page
+
+
+def test_trends_cli_defaults_to_26_weeks(archive, ro, tmp_path):
+    """Without --weeks the chart covers 26 weeks: 2026-W23 (Monday 1 June) to 2026-W48 (Sunday 29 November)."""
+    counts = weekly_counts(ro, end_week="2026-W48")
+    assert len(counts.weeks) == 26
+    assert (counts.weeks[0], counts.weeks[-1]) == ("2026-W23", "2026-W48")
+    assert counts.week_starts[0].isoformat() == "2026-06-01"
+
+    out = tmp_path / "defaut.svg"
+    result = CliRunner().invoke(main, ["--db", str(archive), "trends", "--end-week", "2026-W48", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    svg = out.read_text(encoding="utf-8")
+    assert svg == trend_chart(ro, weeks=26, end_week="2026-W48", fmt="svg")
+    assert svg != trend_chart(ro, weeks=25, end_week="2026-W48", fmt="svg")
+    assert svg != trend_chart(ro, weeks=27, end_week="2026-W48", fmt="svg")
+    assert "du 1er juin 2026 au 29 nov. 2026" in svg  # the period under the title
