@@ -161,20 +161,27 @@ _MOJIBAKE = re.compile("[\u00c2\u00c3\u00c5][" + re.escape(_CONTINUATION) + "]|\
 
 
 def _fix_mojibake(text: str) -> str:
-    if not _MOJIBAKE.search(text):
-        return text
+    """Mojibake repaired until none is left: text encoded twice ("Ãƒâ‚¬") needs a second pass, and
+    cleaning must be idempotent (build_article trusts parsed text to be clean already)."""
+    for _ in range(3):
+        if not _MOJIBAKE.search(text):
+            return text
+        fixed = _MOJIBAKE.sub(_repair_mojibake, text)
+        if fixed == text:
+            return text
+        text = fixed
+    return text
 
-    def repair(m: re.Match[str]) -> str:
-        chunk = m.group()
-        try:
-            raw = b"".join(c.encode("cp1252") if c not in _UNDEFINED_1252 else c.encode("latin-1") for c in chunk)
-            fixed = raw.decode("utf-8")
-        except UnicodeError:
-            return chunk
-        category = unicodedata.category(fixed)
-        return chunk if category[0] == "C" or category == "So" else fixed
 
-    return _MOJIBAKE.sub(repair, text)
+def _repair_mojibake(m: re.Match[str]) -> str:
+    chunk = m.group()
+    try:
+        raw = b"".join(c.encode("cp1252") if c not in _UNDEFINED_1252 else c.encode("latin-1") for c in chunk)
+        fixed = raw.decode("utf-8")
+    except UnicodeError:
+        return chunk
+    category = unicodedata.category(fixed)
+    return chunk if category[0] == "C" or category == "So" else fixed
 
 
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b\u2060\ufeff\ufffe\uffff]")
