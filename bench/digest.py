@@ -12,7 +12,9 @@ into article_topics, and M members (a third follow every topic, the others one t
 - smtp: `deliver_week(send=True)` to an aiosmtpd server on 127.0.0.1, `smtp_rate` raised to 10,000/s so
   the pacing does not hide the throughput (target >= 50 messages/s).
 
-Prints a table of the settings used and of the measures beside the targets.
+Prints a table of the settings used and of the measures beside the targets, and exits 1 when one is
+missed: build + render over 10 s, SMTP under 50 messages/s, a member with news not received exactly once,
+or any delivery failed, bounced or left uncertain.
 """
 
 from __future__ import annotations
@@ -126,7 +128,14 @@ def generate(path: Path, n_articles: int, n_members: int, n_topics: int, seed: i
     store.close()
 
 
-def main() -> None:
+BUILD_RENDER_TARGET = 10.0
+"""Seconds at most for build_digest + rendering every member's email."""
+SMTP_RATE_TARGET = 50.0
+"""Messages per second at least over SMTP on loopback."""
+
+
+def main() -> int:
+    """Run the benchmark; 0 when every target is met, 1 otherwise."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--articles", type=int, default=5000)
     parser.add_argument("--members", type=int, default=2000)
@@ -135,13 +144,19 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="veille-bench-digest-"))
     try:
-        run(work, args)
+        missed = run(work, args)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    if missed:
+        print("\nTARGETS MISSED:\n" + "\n".join(f"- {m}" for m in missed), file=sys.stderr)
+        return 1
+    print("\nall targets met")
+    return 0
 
 
-def run(work: Path, args: argparse.Namespace) -> None:
+def run(work: Path, args: argparse.Namespace) -> list[str]:
+    """Run and print the measures; returns the targets missed (empty: all met)."""
     db = work / "veille.db"
     t0 = time.perf_counter()
     generate(db, args.articles, args.members, min(args.topics, len(TOPIC_WORDS)))
@@ -184,6 +199,8 @@ def run(work: Path, args: argparse.Namespace) -> None:
     server.wait()
     received = counts["messages"]
     once = all(n == 1 for n in counts["recipients"].values())
+    expected = {m.email.lower() for m in members if member_digest(digest, m) is not None}
+    everyone_once = once and set(counts["recipients"]) == expected and received == len(expected)
     store.close()
 
     rate = received / smtp_time if smtp_time else 0.0
@@ -205,8 +222,24 @@ def run(work: Path, args: argparse.Namespace) -> None:
     print(f"| HTML part, 1 member in 10 (Gmail clips above 102 KiB): median / max | {statistics.median(html_sizes) / 1024:.0f} KiB / "
           f"{max(html_sizes) / 1024:.0f} KiB | |")
     print(f"| SMTP outcome | sent {len(report.sent)}, failed {len(report.failed)}, uncertain {len(report.uncertain)}, "
-          f"each recipient once: {once} | |")
+          f"bounced {len(report.bounced)}, each recipient once: {once} | every member with news once, nothing failed |")
+
+    missed = []
+    if build + render > BUILD_RENDER_TARGET:
+        missed.append(f"build + render took {build + render:.2f} s (target <= {BUILD_RENDER_TARGET:.0f} s)")
+    if rate < SMTP_RATE_TARGET:
+        missed.append(f"SMTP sent {rate:.0f} msg/s (target >= {SMTP_RATE_TARGET:.0f} msg/s)")
+    if not everyone_once:
+        missing = len(expected - set(counts["recipients"]))
+        extra = sum(1 for r, n in counts["recipients"].items() if n != 1 or r not in expected)
+        missed.append(f"not every member with news received their digest exactly once ({len(expected)} expected, "
+                      f"{received} messages received, {missing} missing, {extra} unexpected or duplicated)")
+    if report.failed or report.bounced or report.uncertain or report.error or len(report.sent) != len(expected):
+        missed.append(f"deliveries did not all succeed: sent {len(report.sent)} of {len(expected)}, failed "
+                      f"{len(report.failed)}, bounced {len(report.bounced)}, uncertain {len(report.uncertain)}"
+                      + (f", error: {report.error}" if report.error else ""))
+    return missed
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

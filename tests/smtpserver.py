@@ -1,7 +1,8 @@
 """A real SMTP server (aiosmtpd) on 127.0.0.1 for tests and benchmarks, scriptable to misbehave.
 
-`with SmtpServer() as srv:` gives `srv.host`, `srv.port` and `srv.messages` (what the server accepted,
-with envelope and parsed message). Scripting (`srv.script`): defer the first N transactions with 451,
+`with SmtpServer() as srv:` gives `srv.host`, `srv.port`, `srv.messages` (what the server accepted,
+with envelope and parsed message) and `srv.connections` (TCP connections accepted since `start()`, so a
+test can check that a batch reused one connection). Scripting (`srv.script`): defer the first N transactions with 451,
 reject recipients with 550, drop the connection at the k-th MAIL/RCPT/DATA, or call a hook there (the
 kill tests SIGKILL the sending process from it). Never listens anywhere but loopback.
 
@@ -138,7 +139,19 @@ class _Handler:
 
 
 class _LoopbackController(Controller):
-    """aiosmtpd's Controller bound to a free port chosen by the kernel (port 0), on 127.0.0.1 only."""
+    """aiosmtpd's Controller bound to a free port chosen by the kernel (port 0), on 127.0.0.1 only.
+
+    `factory()` builds one SMTP protocol per accepted connection: it counts them in `owner.connections`.
+    """
+
+    def __init__(self, owner: "SmtpServer", *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.owner = owner
+
+    def factory(self):
+        with self.owner.lock:
+            self.owner.connections += 1
+        return super().factory()
 
     def _create_server(self):
         async def create():
@@ -165,6 +178,8 @@ class SmtpServer:
         self.messages: list[Received] = []
         self.logins: list[Login] = []
         self.counts: dict[str, int] = {}
+        self.connections = 0
+        """SMTP connections accepted since `start()` (aiosmtpd's own start-up probe not included)."""
         self.lock = threading.Lock()
         self.tls_mode = "starttls" if tls_context is not None else "ssl" if ssl_context is not None else "none"
         auth: dict = {}
@@ -185,7 +200,7 @@ class SmtpServer:
                     "auth_require_tls": tls_context is not None}
         if tls_context is not None:
             auth.update(tls_context=tls_context, require_starttls=True)
-        self._controller = _LoopbackController(_Handler(self), hostname="127.0.0.1", port=0,
+        self._controller = _LoopbackController(self, _Handler(self), hostname="127.0.0.1", port=0,
                                                data_size_limit=10_000_000, ssl_context=ssl_context, **auth)
 
     @property
@@ -210,6 +225,10 @@ class SmtpServer:
 
     def start(self) -> "SmtpServer":
         self._controller.start()
+        # aiosmtpd's start() opens a probe connection and returns only after factory() ran for it
+        # (it waits on its _factory_invoked event): the probe is counted by now, and forgotten here.
+        with self.lock:
+            self.connections = 0
         return self
 
     def stop(self) -> None:

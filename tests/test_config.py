@@ -127,3 +127,31 @@ def test_every_setting_is_documented():
 def test_store_offers_a_sqlite_utils_view_of_the_archive(store):
     store.sync_sources([Source(id="cnil", name="CNIL", type="feed", url="https://www.cnil.fr/fr/rss.xml")])
     assert [row["id"] for row in store.db["sources"].rows] == ["cnil"]
+
+
+@pytest.mark.parametrize("url", ["https://veille.territoires-numeriques.fr", "https://veille.example.org/sous/dossier/",
+                                 "http://127.0.0.1:8000/veille", "http://localhost", "http://LOCALHOST:8080/x",
+                                 "http://[::1]:8080/veille"])
+def test_public_url_https_or_http_on_loopback_is_accepted(url):
+    assert load_settings(None, env={"VEILLE_PUBLIC_URL": url}).public_url == url
+
+
+def test_public_url_in_plain_http_on_a_public_host_is_refused_naming_the_setting(tmp_path):
+    # it builds the one-click unsubscribe link (List-Unsubscribe, RFC 8058), which must be https
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, env={"VEILLE_PUBLIC_URL": "http://veille.territoires-numeriques.fr"})
+    assert info.value.key == "public_url" and info.value.path == "environment variable VEILLE_PUBLIC_URL"
+    assert "[public_url]" in str(info.value) and "not https" in str(info.value) and "RFC 8058" in str(info.value)
+    path = tmp_path / "veille.yaml"
+    path.write_text("section_cap: 5\npublic_url: http://203.0.113.7/veille\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not https") as info:
+        load_settings(path, env={})
+    assert info.value.key == "public_url" and info.value.line == 2
+    for bad in ("http://localhost.example.org", "http://127.0.0.1.nip.io", "ftp://127.0.0.1/x"):
+        with pytest.raises(ConfigError) as info:
+            load_settings(None, env={"VEILLE_PUBLIC_URL": bad})
+        assert info.value.key == "public_url"
+
+
+def test_default_public_url_is_https():
+    assert load_settings(None, env={}).public_url.startswith("https://")

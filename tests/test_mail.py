@@ -157,6 +157,81 @@ def test_header_injection_and_spoofing_do_not_reach_headers(week, msettings):
         assert bad not in html and bad not in msg.get_body(("plain",)).get_content()
 
 
+def test_list_unsubscribe_offers_mailto_and_https(week, msettings):
+    store, members = week
+    settings = msettings.replace(public_url="https://veille.territoires-numeriques.fr/")
+    digest = build_digest(store, WEEK, settings, SOURCES)
+    msg = _parse(message_bytes(render_email(member_digest(digest, members["bruno"]), settings)))
+    token = members["bruno"].unsubscribe_token
+    uris = re.findall(r"<([^>]+)>", str(msg["List-Unsubscribe"]))
+    assert [u.split(":", 1)[0] for u in uris] == ["mailto", "https"]
+    assert uris[1] == f"https://veille.territoires-numeriques.fr/unsubscribe/{token}"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+@pytest.mark.parametrize("url", ["http://veille.territoires-numeriques.fr", "http://203.0.113.7/veille",
+                                 "http://127.0.0.1.nip.io/veille", "http://localhost.example.org"])
+def test_an_http_public_url_on_a_public_host_is_refused_naming_the_setting(week, msettings, url):
+    from veille.errors import ConfigError
+
+    store, members = week
+    settings = msettings.replace(public_url=url)  # .replace() skips load_settings: mail checks again
+    digest = build_digest(store, WEEK, settings, SOURCES)
+    with pytest.raises(ConfigError, match=r"\[public_url\].*not https.*RFC 8058") as info:
+        render_email(member_digest(digest, members["alice"]), settings)
+    assert info.value.key == "public_url" and "VEILLE_PUBLIC_URL" in info.value.hint
+    with pytest.raises(ConfigError, match=r"\[public_url\]"):
+        deliver_week(store, WEEK, settings, SOURCES, send=False)
+    assert not (Path(settings.digests_dir) / WEEK).exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("base", ["http://127.0.0.1:8000/veille", "http://localhost/veille", "http://[::1]:8080"])
+def test_an_http_public_url_on_loopback_is_accepted(week, msettings, base):
+    store, members = week
+    settings = msettings.replace(public_url=base)
+    digest = build_digest(store, WEEK, settings, SOURCES)
+    msg = _parse(message_bytes(render_email(member_digest(digest, members["alice"]), settings)))
+    assert f"<{base}/unsubscribe/{members['alice'].unsubscribe_token}>" in str(msg["List-Unsubscribe"])
+
+
+def test_a_member_following_many_topics_gets_the_email_story_budget(store, msettings):
+    from datetime import datetime, timezone
+
+    from veille.digest import EMAIL_ITEM_BUDGET
+
+    from .digestdata import Doc
+
+    n_topics, per_topic = 25, 6
+    topics = [(f"t{t:02d}", f"Thème {t}") for t in range(n_topics)]
+    docs = [Doc(f"t{t:02d}-{i}", "gazette", f"Article {i} du thème {t}", f"Résumé de l'article {i} du thème {t}.",
+                "", datetime(2026, 11, 24, 8, i, tzinfo=timezone.utc), {f"t{t:02d}": (9 - i, (f"mot{t}",))})
+            for t in range(n_topics) for i in range(per_topic)]
+    populate(store, docs, topics)
+    everything, _ = store.upsert_member("tout@commune.fr", "Tout", "", None)
+    three, _ = store.upsert_member("trois@commune.fr", "Trois", "", ["t00", "t01", "t02"])
+    settings = msettings.replace(section_cap=4)
+    digest = build_digest(store, WEEK, settings, SOURCES)
+    assert all(len(s.items) == 4 and len(s.cut) == per_topic - 4 for s in digest.sections)
+
+    md = member_digest(digest, everything)
+    assert len(md.sections) == n_topics
+    per_section = max(2, EMAIL_ITEM_BUDGET // n_topics)  # 40 // 25 = 1, never under 2
+    assert per_section == 2
+    for view in md.sections:
+        assert len(view.entries) == per_section
+        # the best-ranked stories are the ones kept
+        assert [e.item.title for e in view.entries] == [f"Article {i} du thème {int(view.topic.id[1:])}"
+                                                        for i in range(per_section)]
+        assert view.more == per_topic - per_section  # 2 cut by the budget + 2 beyond the section cap
+    text = _parse(message_bytes(render_email(md, settings))).get_body(("plain",)).get_content()
+    assert text.count(f"{per_topic - per_section} autres sujets dans l’archive de la semaine") == n_topics
+    assert text.count("Article 2 du thème") == 0
+
+    few = member_digest(digest, three)  # 40 // 3 = 13 per section: the section cap (4) rules
+    assert [len(v.entries) for v in few.sections] == [4, 4, 4]
+    assert [v.more for v in few.sections] == [per_topic - 4] * 3
+
+
 # -- the outbox ---------------------------------------------------------------------------------------
 
 
@@ -198,8 +273,10 @@ def test_smtp_sends_each_member_their_digest_once(week, msettings, smtp):
     assert rows["alice.martin@mairie-saint-vallier.fr"]["status"] == "sent"
     assert rows["alice.martin@mairie-saint-vallier.fr"]["message_id"] == got[
         "alice.martin@mairie-saint-vallier.fr"][0].message_id
+    assert smtp.connections == 1  # one connection reused for the whole batch
     rerun = deliver_week(store, WEEK, settings, SOURCES, send=True)
     assert rerun.sent == () and len(rerun.already) == 3 and len(smtp.messages) == 3
+    assert smtp.connections == 1  # nothing left to send: no connection opened
 
 
 def test_a_4xx_is_retried_then_succeeds(week, msettings, smtp):
@@ -210,6 +287,61 @@ def test_a_4xx_is_retried_then_succeeds(week, msettings, smtp):
     assert all(len(v) == 1 for v in smtp.by_recipient().values()) and len(smtp.messages) == 3
     first = min(store.delivery_rows(WEEK), key=lambda r: r["email"])  # alice, served first
     assert first["status"] == "sent" and first["attempts"] == 3
+    assert smtp.connections == 1  # a 451 is answered with RSET on the same connection, not a reconnect
+
+
+class FakeClock:
+    """Stands for the `time` module in veille.mail: `sleep` records the wait and moves the clock on, and
+    every reading of the clock costs a little (work between two sends), so nothing really waits."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        self.now += 0.01
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_smtp_rate_paces_consecutive_sends(week, msettings, smtp, monkeypatch):
+    import smtplib
+
+    import veille.mail
+
+    store, members = week
+    clock = FakeClock()
+    monkeypatch.setattr(veille.mail, "time", clock)
+    starts: list[float] = []  # the fake clock when each transaction opened (MAIL FROM on the wire)
+    real_mail = smtplib.SMTP.mail
+
+    def mail(self, *args, **kwargs):
+        starts.append(clock.now)
+        return real_mail(self, *args, **kwargs)
+
+    monkeypatch.setattr(smtplib.SMTP, "mail", mail)
+    rate = 2.0
+    report = deliver_week(store, WEEK, _smtp_settings(msettings, smtp).replace(smtp_rate=rate), SOURCES, send=True)
+    assert len(report.sent) == 3 and len(smtp.messages) == 3 and smtp.connections == 1
+    assert len(starts) == 3
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert all(gap >= 1 / rate - 1e-9 for gap in gaps), gaps
+    # the pacing slept (the fake clock moves only 0.01 s per reading otherwise), once per send after the first
+    assert len(clock.sleeps) == 2 and all(0 < s <= 1 / rate for s in clock.sleeps), clock.sleeps
+
+
+def test_a_fast_smtp_rate_does_not_sleep_between_sends(week, msettings, smtp, monkeypatch):
+    import veille.mail
+
+    store, members = week
+    clock = FakeClock()  # 0.01 s per clock reading: already more than 1/1000 s between two sends
+    monkeypatch.setattr(veille.mail, "time", clock)
+    report = deliver_week(store, WEEK, _smtp_settings(msettings, smtp).replace(smtp_rate=1000.0), SOURCES, send=True)
+    assert len(report.sent) == 3 and clock.sleeps == []
 
 
 def test_a_5xx_is_a_permanent_bounce_never_retried(week, msettings, smtp):
@@ -261,6 +393,7 @@ def test_connection_lost_during_data_is_uncertain_and_never_resent_silently(week
     settings = _smtp_settings(msettings, smtp)
     report = deliver_week(store, WEEK, settings, SOURCES, send=True)
     assert report.uncertain == (members["bruno"].email,)
+    assert smtp.connections == 2  # the dropped connection was replaced for chloe (the counter counts)
     assert sorted(report.sent) == sorted([members["alice"].email, members["chloe"].email])
     assert store.delivery_states(WEEK)[members["bruno"].id].status == "sending"
     smtp.script = Script()

@@ -194,14 +194,23 @@ def test_backup_is_a_consistent_snapshot_and_rotation_keeps_the_newest(store, tm
     assert again.name == "veille-20261127-090000-2.db"
 
 
-def test_maintenance_prunes_old_fetch_log_and_backs_up(store, tmp_path, settings):
+def test_maintenance_prunes_old_fetch_log_and_backs_up(store, tmp_path, settings, monkeypatch):
     store.sync_sources(_sources("gazette"))
     old = datetime.now(timezone.utc) - timedelta(days=120)
     _fail(store, "gazette", 3, old)
     store.record_not_modified(FetchLog("gazette", "http://127.0.0.1:9/gazette.xml", datetime.now(timezone.utc), 20,
                                        status=304))
     settings = settings.replace(backups_dir=str(tmp_path / "sauvegardes"), backup_keep=3)
+    optimized = []
+    real_optimize = store.optimize
+
+    def optimize() -> None:
+        optimized.append(True)
+        real_optimize()  # the real PRAGMA still runs: an error in it would fail the test
+
+    monkeypatch.setattr(store, "optimize", optimize)
     result = run_maintenance(store, settings)
+    assert optimized == [True]
     assert result.pruned_log_rows == 3
     assert store.scalar("SELECT count(*) FROM fetch_log") == 1
     assert result.backup.parent == tmp_path / "sauvegardes" and result.backup.exists()
@@ -216,7 +225,7 @@ def test_staff_report_lists_failing_silent_and_disabled_sources(store, tmp_path,
     store.sync_sources(_sources("ancien-flux", enabled=False))
     now = datetime.now(timezone.utc).replace(microsecond=0)
     _fail(store, "gazette", 6, now - timedelta(days=2), reason="not_found")
-    _fail(store, "courrier", 2, now - timedelta(hours=3))  # below the threshold: not reported yet
+    _fail(store, "courrier", 5, now - timedelta(hours=3))  # 5 failures, threshold 5: not "more than 5" yet
     store.execute("UPDATE sources SET created_at = ?, last_new_at = ? WHERE id = 'acteurs'",
                   (iso(now - timedelta(days=90)), iso(now - timedelta(days=30))))
     settings = settings.replace(failing_threshold=5, silent_days=14, digests_dir=str(tmp_path / "digests"))
@@ -226,7 +235,7 @@ def test_staff_report_lists_failing_silent_and_disabled_sources(store, tmp_path,
     assert [s.id for s in report.silent] == ["acteurs"]  # the others are new: not silent yet
     assert [s.id for s in report.disabled] == ["ancien-flux"]
     text = render_staff_report(report)
-    assert "## Sources en échec (au moins 5 tentatives de suite)" in text
+    assert "## Sources en échec (plus de 5 tentatives de suite)" in text
     assert "| Journal gazette (`gazette`) |" in text and "not_found" in text
     assert "## Sources silencieuses (aucun nouvel article depuis 14 jours)" in text
     assert "Journal courrier" not in text
@@ -234,6 +243,40 @@ def test_staff_report_lists_failing_silent_and_disabled_sources(store, tmp_path,
     assert recipient is None
     assert path == tmp_path / "digests" / f"staff-report-{report.week}.md"
     assert path.read_text(encoding="utf-8") == text
+
+
+def test_staff_report_lists_topics_with_no_article_this_week(store, settings):
+    """A topic that caught nothing in 7 days is listed, even one that caught articles before (its rule may
+    have gone stale); a topic that caught something this week is not."""
+    from veille.tag import Tagger, Topic, sync_topics, tag_articles
+    from veille.types import Article
+
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    store.sync_sources(_sources("gazette"))
+    articles = [
+        ("La fibre optique arrive dans les bourgs", "Le réseau de fibre optique couvre la commune.", 2),
+        ("Un rançongiciel frappe une mairie", "Un rançongiciel a chiffré les postes des agents.", 20),
+    ]
+    batch = [Article(source_id="gazette", url=f"http://127.0.0.1:9/articles/{n}",
+                     canonical_url=f"http://127.0.0.1:9/articles/{n}", title=title, text=text, text_source="feed",
+                     published_at=now - timedelta(days=days_ago), fetched_at=now - timedelta(days=days_ago))
+             for n, (title, text, days_ago) in enumerate(articles)]
+    ids = store.save_source_batch("gazette", batch, FetchLog("gazette", "http://127.0.0.1:9/gazette.xml", now, 20),
+                                  []).new_ids
+    topics = [Topic("fibre", "Très haut débit", ("fibre optique",)),
+              Topic("cyber", "Cybersécurité", ("rançongiciel",)),
+              Topic("inclusion", "Inclusion numérique", ("conseiller numérique",))]
+    sync_topics(store, topics)
+    assert tag_articles(store, Tagger(topics), ids) == 2
+
+    report = build_staff_report(store, settings, now)
+    assert report.topics == 3
+    assert [(t.id, t.recent, t.total) for t in report.empty_topics] == [("cyber", 0, 1), ("inclusion", 0, 0)]
+    text = render_staff_report(report)
+    assert "- 2 thèmes sur 3 sans article cette semaine." in text
+    section = text.split("\n## Thèmes sans article cette semaine\n", 1)[1]  # the report's last section
+    assert "| Cybersécurité (`cyber`) | 1 |" in section and "| Inclusion numérique (`inclusion`) | 0 |" in section
+    assert "`fibre`" not in section and "Aucun." not in section
 
 
 def test_job_that_raises_is_logged_with_traceback_and_recorded(tmp_path, settings, caplog):
@@ -287,19 +330,24 @@ def test_missed_digest_is_the_last_fire_within_grace_not_yet_delivered(store, se
 def test_staff_report_is_mailed_to_staff_when_configured(store, tmp_path, settings):
     from .smtpserver import SmtpServer
 
-    store.sync_sources(_sources("gazette"))
-    _fail(store, "gazette", 5, datetime.now(timezone.utc) - timedelta(days=1), reason="forbidden")
+    store.sync_sources(_sources("gazette", "acteurs"))
+    yesterday = datetime.now(timezone.utc) - timedelta(days=1)
+    _fail(store, "gazette", 5, yesterday, reason="forbidden")  # exactly the threshold: not "more than" it
+    _fail(store, "acteurs", 6, yesterday, reason="forbidden")  # one more: reported
     with SmtpServer() as smtp:
         settings = settings.replace(smtp_host=smtp.host, smtp_port=smtp.port, staff_email="equipe@asso-exemple.fr",
-                                    digests_dir=str(tmp_path / "digests"))
+                                    digests_dir=str(tmp_path / "digests"), failing_threshold=5)
         report = build_staff_report(store, settings)
         path, recipient = deliver_staff_report(report, settings)
+    assert [s.id for s in report.failing] == ["acteurs"]
     assert recipient == "equipe@asso-exemple.fr" and path.exists()
     (received,) = smtp.messages
     assert received.rcpt_tos == ["equipe@asso-exemple.fr"]
     message = received.message
     assert message["Subject"].startswith("Veille — rapport d'exploitation, semaine ")
-    assert "| Journal gazette (`gazette`) |" in message.get_content()
+    body = message.get_content()
+    assert "## Sources en échec (plus de 5 tentatives de suite)" in body
+    assert "| Journal acteurs (`acteurs`) |" in body and "| Journal gazette (`gazette`) |" not in body
 
 
 # --------------------------------------------------------------------------------------------------
@@ -516,6 +564,22 @@ def test_sigterm_during_a_pass_exits_0_and_leaves_a_consistent_database(tmp_path
     assert restarted.stop() == 0
     titles = sorted(r[0] for r in db_rows(restarted.db, "SELECT title FROM articles"))
     assert titles == sorted(s.title for s in STORIES)
+
+
+@pytest.mark.slow
+def test_sigint_stops_like_sigterm_and_exits_0(tmp_path, http_server, daemons):
+    """Ctrl-C on a scheduler run in a terminal: the same clean stop as SIGTERM, not a KeyboardInterrupt."""
+    write_sources(tmp_path, ("hebdo", publish(http_server, STORIES[:2])))
+    daemon = daemons().start()
+    daemon.wait_log("scheduler started")
+    wait_for(lambda: source_log(daemon.db, "hebdo"), what="a first pass")
+    daemon.signal(signal.SIGINT)
+    assert daemon.proc.wait(30) == 0
+    messages = [r["message"] for r in daemon.records()]
+    assert "received SIGINT: stopping" in messages and messages[-1] == "scheduler stopped"
+    assert "KeyboardInterrupt" not in daemon.log.read_text(encoding="utf-8")
+    assert lock_holder(daemon.db) is None
+    assert db_rows(daemon.db, "PRAGMA integrity_check") == [("ok",)]
 
 
 @pytest.mark.slow
@@ -767,10 +831,54 @@ def test_reload_reschedules_changed_sources_and_drops_removed_ones(tmp_path, set
         jobs = {j.id: j for j in daemon.scheduler.get_jobs() if j.id.startswith("source:")}
         assert set(jobs) == {"source:alpha", "source:gamma", "source:beta-off"}
         assert jobs["source:alpha"].trigger.interval == timedelta(minutes=30)
+        # jitter is a tenth of the interval, at most 5 minutes; a late pass is coalesced, never doubled
+        assert {job_id: job.trigger.jitter for job_id, job in jobs.items()} == {
+            "source:alpha": 180, "source:gamma": 300, "source:beta-off": 300}
+        for job in jobs.values():
+            assert (job.coalesce, job.max_instances, job.executor) == (True, 1, "fetch"), job.id
         assert {j.id: j.schedule for j in daemon.state.scheduler_jobs() if j.kind == "source"} == {
             "source:alpha": "every 30m", "source:gamma": "every 2h", "source:beta-off": "every 1h"}
     finally:
         daemon.shutdown()
+
+
+def test_a_source_in_backoff_is_first_run_when_its_backoff_ends(tmp_path, settings):
+    """The backoff is kept in the database, so a restart must not hammer a failing source again at once."""
+    from veille.core import Watch
+
+    (tmp_path / "sources.yaml").write_text("sources:\n" + "".join(
+        f"  - {{id: {sid}, name: Journal {sid}, type: feed, url: 'http://127.0.0.1:9/{sid}.xml', interval: 1h}}\n"
+        for sid in ("alpha", "beta")), encoding="utf-8")
+    watch = Watch(db=tmp_path / "veille.db", sources=tmp_path / "sources.yaml", topics=tmp_path / "topics.yaml",
+                  config=None, settings=settings)
+    watch.store.sync_sources(watch.load_sources())
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    retry_at = now + timedelta(hours=3)  # later than last attempt + interval: the backoff decides
+    watch.store.record_failure(FetchLog("alpha", "http://127.0.0.1:9/alpha.xml", now - timedelta(minutes=1), 1500,
+                                        reason="timeout", error="délai dépassé"), next_attempt_at=retry_at)
+    daemon = Daemon(watch, DaemonOptions(catch_up=False))
+    try:
+        before = datetime.now(timezone.utc)
+        daemon._sync_jobs()
+        after = datetime.now(timezone.utc)
+        daemon.scheduler.start(paused=True)  # jobs planned, none run
+        alpha = daemon.scheduler.get_job("source:alpha").next_run_time
+        assert retry_at <= alpha <= retry_at + timedelta(minutes=5)  # plus at most the jitter of a 1h interval
+        beta = daemon.scheduler.get_job("source:beta").next_run_time
+        assert before <= beta <= after + timedelta(seconds=1)  # a new source starts at once
+    finally:
+        daemon.shutdown()
+
+
+def test_schedule_command_is_wired_into_the_cli():
+    """`veille schedule` is the documented way to run the daemon, with its logging options."""
+    from click.testing import CliRunner
+
+    from veille.cli import main
+
+    result = CliRunner().invoke(main, ["schedule", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "--log-format" in result.output and "--log-file" in result.output
 
 
 def test_invalid_configuration_at_start_exits_2_naming_file_and_line(tmp_path, daemons):

@@ -170,6 +170,26 @@ def check_url(value: Any) -> str:
     return value
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+"""Hosts where `public_url` may be plain http: nobody else can reach them (tests, `veille demo`)."""
+
+
+def check_public_url(value: Any) -> str:
+    """`public_url`: an absolute https URL, or http on a loopback host.
+
+    It builds the one-click unsubscribe link of List-Unsubscribe, which RFC 8058 wants https (mail
+    providers ignore an http one), and the archive links of every email.
+    """
+    value = check_url(value)
+    parts = urlsplit(value)
+    host = (parts.hostname or "").lower()
+    if parts.scheme.lower() != "https" and host not in LOOPBACK_HOSTS:
+        raise ValueError(f"{value!r} is not https: the one-click unsubscribe link (List-Unsubscribe, RFC 8058) "
+                         "must be https; write https://..., plain http is accepted only for 127.0.0.1, "
+                         "localhost and ::1 (tests, demo)")
+    return value
+
+
 def parse_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -378,8 +398,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Name shown as the sender organisation."),
     Setting("mail_from", "veille@localhost", _nonempty_str, "From address of digests."),
     Setting("reply_to", None, _opt_str, "Reply-To address of digests."),
-    Setting("public_url", "https://veille.example.org", check_url,
-            "Base URL of the public site (archive pages, one-click unsubscribe)."),
+    Setting("public_url", "https://veille.example.org", check_public_url,
+            "Base URL of the public site (archive pages, one-click unsubscribe); https "
+            "(http only on 127.0.0.1, localhost or ::1)."),
     Setting("unsubscribe_mailto", None, _opt_str, "Address for mailto: unsubscribe (default: mail_from)."),
     Setting("smtp_host", None, _opt_str, "SMTP server; none: digests are written to digests/WEEK/outbox/."),
     Setting("smtp_port", 0, _int_range(0, 65535), "SMTP port (0: 25, 587 with starttls, 465 with ssl)."),
@@ -393,7 +414,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("backups_dir", "backups", _nonempty_str, "Where the daily backups go."),
     Setting("backup_keep", 7, _int_range(1, 365), "Backups kept."),
     Setting("fetch_log_retention", "90d", parse_duration, "Fetch log rows older than this are pruned."),
-    Setting("failing_threshold", 5, _int_range(1, 1000), "Failed attempts before a source is reported to staff."),
+    Setting("failing_threshold", 5, _int_range(1, 1000),
+            "A source is reported to staff after more than this many failed attempts in a row."),
     Setting("silent_days", 14, _int_range(1, 3650), "Days without a new article before a source is reported."),
     Setting("maintenance_cron", "15 3 * * *", _cron, "When the daily backup, optimize and log pruning run."),
     Setting("staff_report_cron", "0 8 * * mon", _cron, "When the weekly staff report is sent (Europe/Paris)."),

@@ -34,7 +34,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
-from .config import Settings
+from .config import Settings, check_public_url
 from .digest import (
     PARIS,
     Digest,
@@ -78,11 +78,34 @@ _BODY = "veille-marker-body-8c1f2b"
 
 
 def unsubscribe_url(settings: Settings, member: "Member") -> str:
-    """One-click unsubscribe endpoint (RFC 8058): POST, or GET for a confirmation page, at the public site."""
-    url = safe_url(f"{settings.public_url.rstrip('/')}/unsubscribe/{member.unsubscribe_token}")
+    """One-click unsubscribe endpoint (RFC 8058): POST, or GET for a confirmation page, at the public site.
+
+    https only (plain http on a loopback host, for tests and the demo): see `check_public_url_setting`.
+    """
+    base = check_public_url_setting(settings)
+    url = safe_url(f"{base.rstrip('/')}/unsubscribe/{member.unsubscribe_token}")
     if url is None:
-        raise ConfigError("settings", None, "public_url", f"{settings.public_url!r} is not an http(s) URL")
+        raise ConfigError("settings", None, "public_url", f"{settings.public_url!r} is not an http(s) URL",
+                          "set VEILLE_PUBLIC_URL (or public_url in veille.yaml) to e.g. https://veille.association.fr")
     return url
+
+
+@lru_cache(maxsize=16)
+def _checked_public_url(value: str) -> str:
+    try:
+        return check_public_url(value)
+    except ValueError as e:
+        raise ConfigError("settings", None, "public_url", str(e),
+                          "set VEILLE_PUBLIC_URL (or public_url in veille.yaml) to e.g. https://veille.association.fr"
+                          ) from None
+
+
+def check_public_url_setting(settings: Settings) -> str:
+    """`settings.public_url`, checked again here: Settings built with `.replace()` skip load_settings' parser.
+
+    Raises `ConfigError` (key `public_url`) for anything but https, or http on 127.0.0.1/localhost/::1.
+    """
+    return _checked_public_url(settings.public_url)
 
 
 def sender(settings: Settings) -> Address:
@@ -581,6 +604,7 @@ def deliver_week(
     refused, or 4xx for several members in a row; whatever was not sent stays pending for the next run.
     """
     started = time.monotonic()
+    check_public_url_setting(settings)  # before anything is written or sent
     digest = build_digest(store, week, settings, sources, now=now)
     from .search import digest_trends_html
 

@@ -372,7 +372,8 @@ def build_staff_report(store: "Store", settings: "Settings", now: datetime | Non
         failing_threshold=settings.failing_threshold,
         silent_days=settings.silent_days,
         sources=len(health),
-        failing=tuple(s for s in health if s.enabled and s.consecutive_failures >= settings.failing_threshold),
+        # more than N failed attempts in a row: the N-th failure alone is not reported
+        failing=tuple(s for s in health if s.enabled and s.consecutive_failures > settings.failing_threshold),
         silent=tuple(s for s in health if s.enabled and (s.last_new_at or s.created_at or now) < silent_before),
         disabled=tuple(s for s in health if not s.enabled),
         empty_topics=tuple(t for t in topics if t.recent == 0),
@@ -409,7 +410,7 @@ def render_staff_report(report: StaffReport) -> str:
         f"{plural(report.stats.new_articles, 'nouvel article', 'nouveaux articles')}.",
         f"- {plural(len(report.empty_topics), 'thème')} sur {report.topics} sans article cette semaine.",
         "",
-        f"## Sources en échec (au moins {report.failing_threshold} tentatives de suite)",
+        f"## Sources en échec (plus de {report.failing_threshold} tentatives de suite)",
         "",
     ]
     if report.failing:
