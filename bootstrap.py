@@ -39,11 +39,31 @@ def ensure_venv() -> None:
     STAMP.write_text(digest)
 
 
+def ensure_browser() -> None:
+    """The digest rendering tests drive Debian's Chromium (not on PyPI): install it when it is missing
+    and this is a Debian-like machine we may administer (root, as in CI); otherwise say what to run."""
+    import shutil
+
+    if shutil.which("chromium") or os.path.exists("/usr/bin/chromium"):
+        return
+    packages = ["chromium", "fonts-dejavu-core"]
+    if shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0:
+        print("bootstrap: installing Debian chromium for the browser rendering tests", flush=True)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], check=True,
+                       env=env, stdout=subprocess.DEVNULL)
+        return
+    print("bootstrap: the browser rendering tests need Debian's chromium; install it with "
+          f"`sudo apt-get install {' '.join(packages)}` (those tests fail without it)", flush=True)
+
+
 def main(argv: list[str]) -> int:
     ensure_venv()
     command = argv[0] if argv else "run"
     rest = argv[1:]
     if command == "test":
+        ensure_browser()
         args = [str(BIN / "python"), "-m", "pytest", *rest]
     elif command == "--":
         args = [str(BIN / "veille"), *rest]

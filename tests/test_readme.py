@@ -48,7 +48,8 @@ def test_every_command_is_documented():
 
 @pytest.mark.slow
 def test_readme_commands_from_a_fresh_clone(tmp_path, http_server):
-    """Clone the repository, run the main job (bootstrapping a new .venv) against loopback sources only."""
+    """Clone the repository, run the main job (bootstrapping a new .venv) against loopback sources only,
+    then the test command up to collecting the suite (running it would run this test again, recursively)."""
     if not (ROOT / ".git").exists() or shutil.which("git") is None:
         pytest.fail("the fresh-clone test needs git and a git checkout")
     clone = tmp_path / "clone"
@@ -71,3 +72,9 @@ def test_readme_commands_from_a_fresh_clone(tmp_path, http_server):
     weeks = [p for p in (clone / "digests").iterdir() if p.is_dir()]
     assert len(weeks) == 1 and (weeks[0] / "index.html").exists()
     assert "4 new" in result.stdout, result.stdout
+    test_command = [*readme_commands()[1].split(), "--collect-only", "-q", "-p", "no:cacheprovider"]
+    test_command[0] = sys.executable if test_command[0] == "python3" else test_command[0]
+    collected = subprocess.run(test_command, cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
+    assert re.search(r"^(\d+) tests? collected", collected.stdout, re.M), collected.stdout[-1000:]
+    assert int(re.search(r"^(\d+) tests? collected", collected.stdout, re.M).group(1)) > 800
