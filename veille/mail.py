@@ -86,8 +86,11 @@ def unsubscribe_url(settings: Settings, member: "Member") -> str:
     url = safe_url(f"{base.rstrip('/')}/unsubscribe/{member.unsubscribe_token}")
     if url is None:
         raise ConfigError("settings", None, "public_url", f"{settings.public_url!r} is not an http(s) URL",
-                          "set VEILLE_PUBLIC_URL (or public_url in veille.yaml) to e.g. https://veille.association.fr")
+                          _PUBLIC_URL_HINT)
     return url
+
+
+_PUBLIC_URL_HINT = "set VEILLE_PUBLIC_URL (or public_url in veille.yaml) to e.g. https://veille.association.fr"
 
 
 @lru_cache(maxsize=16)
@@ -95,9 +98,7 @@ def _checked_public_url(value: str) -> str:
     try:
         return check_public_url(value)
     except ValueError as e:
-        raise ConfigError("settings", None, "public_url", str(e),
-                          "set VEILLE_PUBLIC_URL (or public_url in veille.yaml) to e.g. https://veille.association.fr"
-                          ) from None
+        raise ConfigError("settings", None, "public_url", str(e), _PUBLIC_URL_HINT) from None
 
 
 def check_public_url_setting(settings: Settings) -> str:
